@@ -1,0 +1,275 @@
+"""Public data types: what goes into a route and what comes back.
+
+Pydantic guards the edges: a ``RouteRequest`` is validated once, naming the bad
+field, before anything happens. Results are built by the library from values it
+already trusts, so they are created with ``model_construct`` on the hot path.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from ccr._errors import ERROR_CLASSES, CCRError, ErrorCode
+
+_WORKSPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_TASK_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+
+
+class Complexity(StrEnum):
+    """How demanding a task is; each level has its own fallback chain."""
+
+    LOW = "low"
+    STANDARD = "standard"
+    HIGH = "high"
+
+
+class AttemptOutcome(StrEnum):
+    """What happened to one target of a chain."""
+
+    SUCCESS = "success"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+class HealthStatus(StrEnum):
+    """Overall verdict of a health check; the gauge value is the index."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+
+class ModelStatus(StrEnum):
+    """Verdict of one probe of one target."""
+
+    AVAILABLE = "available"
+    DEGRADED = "degraded"
+    UNAVAILABLE = "unavailable"
+
+
+class BreakerState(StrEnum):
+    """State of the circuit breaker of one target."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+def validate_workspace_id(value: str) -> str:
+    """Workspace ids end up inside Redis keys and logs: keep them to a safe alphabet."""
+    if not _WORKSPACE_RE.fullmatch(value):
+        raise ValueError(
+            "workspace_id must be 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit"
+        )
+    return value
+
+
+def validate_task(value: str) -> str:
+    """Task names are free text from agents; keep them printable and bounded."""
+    if not _TASK_RE.fullmatch(value):
+        raise ValueError(
+            "task must be 1-128 characters of [A-Za-z0-9._:/-], starting with a letter or digit"
+        )
+    return value
+
+
+def validate_target(value: str) -> str:
+    """A CCR target is ``"provider,model"``: exactly one comma, both parts non-empty."""
+    if not isinstance(value, str):
+        raise TypeError("target must be a string 'provider,model'")
+    parts = value.split(",")
+    if len(parts) != 2 or not all(p and p == p.strip() for p in parts):
+        raise ValueError(
+            f"target {value[:80]!r} must be 'provider,model': exactly one comma, "
+            "both parts non-empty, no surrounding spaces"
+        )
+    if any(ch in value for ch in "\r\n\0"):
+        raise ValueError("target must not contain control characters")
+    return value
+
+
+WorkspaceId = Annotated[str, AfterValidator(validate_workspace_id)]
+TaskName = Annotated[str, AfterValidator(validate_task)]
+Target = Annotated[str, AfterValidator(validate_target)]
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """``"up,mid"`` -> ``("up", "mid")``; the target is already validated."""
+    provider, _, model = target.partition(",")
+    return provider, model
+
+
+class Message(BaseModel):
+    """One Anthropic-style message; content is text or a list of content blocks."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+class RouteRequest(BaseModel):
+    """One model call to route. Validated before any network call or quota write."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workspace_id: WorkspaceId
+    task: TaskName = "general"
+    complexity: Complexity | None = None
+    messages: list[Message] | None = None
+    prompt: str | None = None
+    system: str | None = None
+    max_tokens: int = Field(default=1024, ge=1, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    preferred_provider: str | None = Field(default=None, min_length=1, max_length=128)
+    context: dict[str, Any] = Field(default_factory=dict)
+    attempt_timeout: float | None = Field(default=None, gt=0)
+    deadline: float | None = Field(default=None, gt=0)
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _one_of_messages_or_prompt(self) -> RouteRequest:
+        has_messages = self.messages is not None
+        has_prompt = self.prompt is not None
+        if has_messages and has_prompt:
+            raise ValueError("give either messages or prompt, not both")
+        if not self.dry_run and not has_messages and not has_prompt:
+            raise ValueError("messages or prompt is required (unless dry_run=True)")
+        if self.messages is not None and not self.messages:
+            raise ValueError("messages must not be empty")
+        if self.preferred_provider is not None and "," in self.preferred_provider:
+            raise ValueError("preferred_provider is a provider name, without a comma")
+        return self
+
+    def anthropic_messages(self) -> list[dict[str, Any]]:
+        """The messages as sent to CCR."""
+        if self.messages is not None:
+            return [m.model_dump() for m in self.messages]
+        return [{"role": "user", "content": self.prompt or ""}]
+
+    def prompt_text(self) -> str:
+        """All text of the request, for token estimates."""
+        parts: list[str] = [self.system or ""]
+        if self.prompt is not None:
+            parts.append(self.prompt)
+        for message in self.messages or ():
+            if isinstance(message.content, str):
+                parts.append(message.content)
+            else:
+                parts.extend(str(block.get("text", "")) for block in message.content)
+        return "\n".join(parts)
+
+
+class RouteDecision(BaseModel):
+    """Where a request goes, and why: a pure function of (request, policy)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    complexity: Complexity
+    chain: tuple[str, ...]
+    reason: str
+    task_label: str = Field(
+        default="other",
+        description="The task as a bounded metric label: a task the policy knows, else 'other'.",
+    )
+    estimated_input_tokens: int = 0
+
+
+class Usage(BaseModel):
+    """Tokens CCR reported for a call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class Attempt(BaseModel):
+    """One target of the chain, tried or skipped."""
+
+    model_config = ConfigDict(frozen=True)
+
+    target: str
+    outcome: AttemptOutcome
+    status_code: int | None = None
+    error_type: str | None = None
+    latency_ms: float = 0.0
+    error_message: str | None = None
+
+
+class QuotaStatus(BaseModel):
+    """A workspace's budget for today, as the quota store sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workspace_id: str
+    daily_limit: int | None
+    used_today: int
+    reserved: int
+    remaining: int | None
+    used_percentage: float
+    reset_at: datetime
+    warning: bool
+    exceeded: bool
+
+
+class HealthReport(BaseModel):
+    """What a health check found; plain data, the caller decides what to do with it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: HealthStatus
+    latency_ms: float | None
+    available_models: list[str]
+    model_status: dict[str, ModelStatus] = Field(default_factory=dict)
+    checked_at: datetime
+    attempts: int
+    error: str | None = None
+
+
+class RouteResult(BaseModel):
+    """The outcome of ``route_request``; operational failures are data, not exceptions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    success: bool
+    workspace_id: str
+    task: str
+    model: str | None = None
+    provider: str | None = None
+    complexity: Complexity
+    routing_reason: str
+    alternatives: list[str] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    fallback_used: bool = False
+    fallback_attempts: list[str] = Field(default_factory=list)
+    latency_ms: float = 0.0
+    usage: Usage | None = None
+    content: str | None = None
+    response: dict[str, Any] | None = None
+    error: ErrorCode | None = None
+    error_message: str | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    quota: QuotaStatus | None = None
+    quota_checked: bool = True
+    quota_warning: bool = False
+    quota_remaining_percentage: float | None = None
+    remaining_tokens: int | None = None
+    dry_run: bool = False
+
+    def raise_for_error(self) -> RouteResult:
+        """Raise the ``CCRError`` subclass matching ``error``; return self on success."""
+        if self.error is None:
+            return self
+        cls = ERROR_CLASSES.get(self.error, CCRError)
+        raise cls(self.error_message or self.error.value)

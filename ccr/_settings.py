@@ -1,0 +1,125 @@
+"""Settings: keyword arguments, or the environment with the ``CCR_`` prefix.
+
+Durations are seconds and accept ``float`` or ``timedelta``. Secrets are ``SecretStr``
+so that ``repr(settings)`` and logs never show them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _seconds(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+def _thresholds(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+
+
+class CCRSettings(BaseSettings):
+    """Everything the client can be told; each field is also ``CCR_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CCR_",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    # --- core (routing and fallback) ---
+    url: str = "http://127.0.0.1:3456"
+    api_key: SecretStr | None = None
+    attempt_timeout: Seconds = 60.0
+    deadline: Seconds = 180.0
+    connect_timeout: Seconds = 5.0
+    routing_file: Path | None = None
+    max_connections: int = Field(default=100, ge=1)
+    verify_tls: bool = True
+    ca_file: Path | None = None
+
+    # --- quota ---
+    redis_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("redis_url", "CCR_REDIS_URL", "REDIS_URL"),
+    )
+    daily_token_limit: int | None = Field(default=None, ge=0)
+    quota_warning_thresholds: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_thresholds)] = (
+        0.8,
+        0.95,
+    )
+    quota_fail_mode: Literal["open", "closed"] = "open"
+    quota_timezone: str = "UTC"
+    reservation_ttl: Seconds = 600.0
+    quota_timeout: Seconds = 1.0
+
+    # --- health and breaker ---
+    health_retries: int = Field(default=3, ge=1, le=20)
+    health_timeout: Seconds = 5.0
+    health_degraded_latency: Seconds = 2.0
+    breaker_failure_threshold: int = Field(default=3, ge=1)
+    breaker_cooldown: Seconds = 30.0
+
+    # --- telemetry ---
+    trace_content: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        if "@" in value.split("//", 1)[1].split("/", 1)[0]:
+            raise ValueError("url must not carry credentials; use api_key")
+        return value.rstrip("/")
+
+    @field_validator("quota_warning_thresholds")
+    @classmethod
+    def _check_thresholds(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < t <= 1 for t in value):
+            raise ValueError("quota_warning_thresholds must each be in (0, 1]")
+        return tuple(sorted(set(value)))
+
+    @field_validator("quota_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"quota_timezone {value!r} is not a known IANA time zone") from exc
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        ):
+            raise ValueError(
+                "redis_url must start with redis://, rediss://, unix:// or redis+cluster://"
+            )
+        return value
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate to CCR (``x-api-key`` when a key is set)."""
+        if self.api_key is None:
+            return {}
+        return {"x-api-key": self.api_key.get_secret_value()}
+
+    def secrets(self) -> list[str]:
+        """Every secret value these settings hold, for redaction."""
+        found = [s.get_secret_value() for s in (self.api_key, self.redis_url) if s is not None]
+        return [s for s in found if s]
