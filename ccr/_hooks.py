@@ -19,8 +19,10 @@ breaks a model call.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from ccr._models import (
@@ -35,6 +37,16 @@ if TYPE_CHECKING:
     )
 
 QuotaOp = Literal["reserve", "settle", "release"]
+
+_log = logging.getLogger("ccr.hooks")
+
+
+def guard(method: Callable[..., Any], *args: Any) -> None:
+    """Call a hook method; a broken exporter must never break a model call."""
+    try:
+        method(*args)
+    except Exception:
+        _log.exception("a telemetry hook failed; ignoring it")
 
 
 @dataclass(frozen=True, slots=True)

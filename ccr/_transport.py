@@ -1,0 +1,169 @@
+"""One HTTP attempt to CCR, and what its outcome means for the chain.
+
+Classification is the heart of fallback: a failure that another target could survive
+(timeout, dropped connection, 404 unknown target, 408, 409, 429, 5xx, a broken answer)
+falls back; one that every target would repeat (400/422 bad request, 401/403 bad key)
+stops at once; and CCR itself being unreachable stops too, since every target shares
+that dead hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ccr._errors import ErrorCode
+from ccr._models import AttemptOutcome, Usage
+from ccr._redact import Redactor
+
+# Counts above this are not believable for one call; treat them as unreported.
+MAX_BELIEVABLE_TOKENS = 50_000_000
+
+_FALL_BACK_STATUSES = frozenset({404, 408, 409, 425, 429})
+_UNAUTHORIZED_STATUSES = frozenset({401, 403})
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The classified outcome of one attempt."""
+
+    outcome: AttemptOutcome
+    status_code: int | None = None
+    error_type: str | None = None
+    fall_back: bool = False
+    unreachable: bool = False
+    stop_code: ErrorCode | None = None
+    latency_ms: float = 0.0
+    body: dict[str, Any] | None = None
+    usage: Usage | None = None
+    content: str | None = None
+    error_message: str | None = None
+    exception: BaseException | None = None
+
+
+async def post_messages(
+    http: httpx.AsyncClient,
+    url: str,
+    content: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    redactor: Redactor,
+) -> Reply:
+    """POST an Anthropic request to CCR, bounded by ``timeout`` seconds of our own clock.
+
+    Cancellation from the caller propagates untouched; httpx closes the connection.
+    """
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            response = await http.post(url, content=content, headers=headers)
+    except TimeoutError as exc:
+        return _failed("timeout", started, exc, AttemptOutcome.TIMEOUT, "no answer in time")
+    except httpx.ConnectError as exc:
+        return _failed("connect_error", started, exc, unreachable=True, message="CCR refused the connection")
+    except httpx.ConnectTimeout as exc:
+        return _failed("connect_timeout", started, exc, unreachable=True, message="CCR did not accept a connection in time")
+    except httpx.TimeoutException as exc:
+        return _failed("timeout", started, exc, AttemptOutcome.TIMEOUT, "no answer in time")
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        return _failed("connection_dropped", started, exc, message="CCR closed the connection mid-request")
+    except httpx.HTTPError as exc:
+        return _failed("transport_error", started, exc, message=type(exc).__name__)
+    except OSError as exc:
+        return _failed("transport_error", started, exc, message=type(exc).__name__)
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    return classify(response.status_code, response.content, latency_ms, redactor)
+
+
+def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> Reply:
+    """Turn an HTTP answer into a ``Reply``; never raises, whatever the body holds."""
+    body = _json_object(raw)
+    if 200 <= status < 300:
+        if body is None:
+            return Reply(
+                AttemptOutcome.ERROR, status, "invalid_response", fall_back=True,
+                latency_ms=latency_ms, error_message="CCR answered 2xx with a body that is not a JSON object",
+            )
+        if body.get("type") == "error" or "error" in body:
+            return Reply(
+                AttemptOutcome.ERROR, status, "error_body", fall_back=True, latency_ms=latency_ms,
+                body=body, error_message=redactor.clean(_error_text(body)),
+            )
+        content = body.get("content")
+        if not isinstance(content, list):
+            return Reply(
+                AttemptOutcome.ERROR, status, "invalid_response", fall_back=True,
+                latency_ms=latency_ms, error_message="CCR answered 2xx without a content list",
+            )
+        return Reply(
+            AttemptOutcome.SUCCESS, status, latency_ms=latency_ms, body=body,
+            usage=parse_usage(body.get("usage")), content=_text_of(content),
+        )
+    message = redactor.clean(_error_text(body) if body is not None else raw[:300].decode("utf-8", "replace"))
+    error_type = f"http_{status}"
+    if status in _FALL_BACK_STATUSES or status >= 500:
+        return Reply(AttemptOutcome.ERROR, status, error_type, fall_back=True, latency_ms=latency_ms,
+                     body=body, error_message=message)
+    stop = ErrorCode.UNAUTHORIZED if status in _UNAUTHORIZED_STATUSES else ErrorCode.INVALID_REQUEST
+    return Reply(AttemptOutcome.ERROR, status, error_type, stop_code=stop, latency_ms=latency_ms,
+                 body=body, error_message=message)
+
+
+def parse_usage(raw: Any) -> Usage | None:
+    """Usage as CCR reported it, or None when it is missing or not believable."""
+    if not isinstance(raw, dict):
+        return None
+    tokens_in, tokens_out = raw.get("input_tokens"), raw.get("output_tokens")
+    for value in (tokens_in, tokens_out):
+        if type(value) is not int or not 0 <= value <= MAX_BELIEVABLE_TOKENS:
+            return None
+    return Usage.model_construct(input_tokens=tokens_in, output_tokens=tokens_out)
+
+
+def _failed(
+    error_type: str,
+    started: float,
+    exc: BaseException,
+    outcome: AttemptOutcome = AttemptOutcome.ERROR,
+    message: str | None = None,
+    *,
+    unreachable: bool = False,
+) -> Reply:
+    return Reply(
+        outcome,
+        None,
+        error_type,
+        fall_back=not unreachable,
+        unreachable=unreachable,
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+        error_message=message,
+        exception=exc,
+    )
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _error_text(body: dict[str, Any]) -> str:
+    error = body.get("error")
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or error)[:500]
+    if isinstance(error, str):
+        return error[:500]
+    return str(body.get("message", "error"))[:500]
+
+
+def _text_of(content: list[Any]) -> str:
+    return "".join(
+        block.get("text", "") for block in content if isinstance(block, dict) and block.get("type") == "text"
+    )

@@ -1,0 +1,72 @@
+"""The ``ccr-client`` command (never ``ccr``: that is CCR's own command).
+
+Sub-commands are imported only when used, so ``import ccr`` stays light and
+``ccr-client quota status`` does not pay for the load-test machinery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from ccr._version import __version__
+
+# command -> module in ccr.cli that provides add_arguments(parser) and run(args) -> int
+_COMMANDS = {
+    "route": ("_route", "route one request and print the result"),
+    "demo": ("_demo", "start a fake provider and a live CCR, show routing, fallback and quotas"),
+    "quota": ("_quota", "read and adjust per-workspace daily token quotas (exit codes for monitoring)"),
+    "health": ("_health", "check CCR health (exit 0 healthy, 1 degraded, 2 unhealthy, 3 bad input)"),
+    "metrics": ("_metrics", "serve the Prometheus metrics of this process"),
+    "verify": ("_verify", "run named checks against a live CCR (spends a handful of tiny requests)"),
+    "loadtest": ("_loadtest", "drive route_request against a live CCR and check latency thresholds"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccr-client",
+        description="Typed client, verification and ops tools for Claude Code Router.",
+    )
+    parser.add_argument("--version", action="version", version=f"ccr-client {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in _COMMANDS.items():
+        if importlib.util.find_spec(f"ccr.cli.{module_name}") is None:
+            continue  # not built yet in this checkout
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(f"ccr.cli.{module_name}")
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (also used by tests)."""
+    from ccr.cli._common import BadInput, fail_bad_input
+
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # argparse says 2 for bad flags; monitoring commands promise their own code.
+        command = next((a for a in argv if not a.startswith("-")), None)
+        if exc.code == 2 and command in _COMMANDS:
+            module = importlib.import_module(f"ccr.cli.{_COMMANDS[command][0]}")
+            return int(getattr(module, "BAD_INPUT_EXIT", 2))
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    try:
+        code: int = args._module.run(args)
+    except BadInput as exc:
+        return fail_bad_input(str(exc), getattr(args._module, "BAD_INPUT_EXIT", 2))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

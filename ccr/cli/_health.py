@@ -1,0 +1,56 @@
+"""``ccr-client health``: exit 0 healthy, 1 degraded, 2 unhealthy, 3 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from ccr._errors import ConfigurationError
+from ccr._models import HealthReport, HealthStatus
+from ccr._settings import CCRSettings
+from ccr.cli._common import add_connection_arguments, load_policy_file, print_json, settings_from
+
+BAD_INPUT_EXIT = 3
+_EXIT = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNHEALTHY: 2}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_connection_arguments(parser)
+    parser.add_argument("--models", action="store_true", help="also probe every policy target (max_tokens=1 each)")
+    parser.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    policy = load_policy_file(settings)
+    report = asyncio.run(_check(settings, policy, args.models))
+    if args.json:
+        print_json(report)
+    else:
+        print(render(report))
+    return _EXIT[report.status]
+
+
+async def _check(settings: CCRSettings, policy: object, models: bool) -> HealthReport:
+    from ccr._client import CCRClient
+
+    client = CCRClient(settings, policy=policy, hooks=[])  # type: ignore[arg-type]
+    try:
+        if policy is None:
+            try:
+                await client.load_policy()
+            except ConfigurationError:
+                pass  # no policy: check CCR itself and whatever it lists
+        return await client.health_check(include_model_status=models)
+    finally:
+        await client.aclose()
+
+
+def render(report: HealthReport) -> str:
+    latency = f"{report.latency_ms:.0f} ms" if report.latency_ms is not None else "-"
+    lines = [f"CCR {report.status.value.upper()}  /health {latency}, {report.attempts} attempt(s)"
+             + (f", error: {report.error}" if report.error else "")]
+    for target in report.available_models:
+        status = report.model_status.get(target)
+        lines.append(f"  {target:<40} {status.value if status else ''}")
+    return "\n".join(lines)

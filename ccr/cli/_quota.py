@@ -1,0 +1,130 @@
+"""``ccr-client quota``: read and adjust budgets from ops scripts.
+
+``quota status`` exits like a monitoring plugin: 0 OK, 1 WARNING (a threshold is
+crossed), 2 CRITICAL (exceeded), 3 UNKNOWN (store unreachable, bad input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ccr._errors import QuotaUnavailable
+from ccr._models import QuotaStatus, validate_workspace_id
+from ccr._redact import Redactor
+from ccr._settings import CCRSettings
+from ccr.cli._common import BadInput, load_policy_file, print_json, settings_from
+
+BAD_INPUT_EXIT = 3
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", help="quota store (default: CCR_REDIS_URL / REDIS_URL; unset = memory)")
+    parser.add_argument("--routing-file", help="policy file with per-workspace limits (default: CCR_ROUTING_FILE)")
+    sub = parser.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
+    status = sub.add_parser("status", help="one workspace's budget (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)")
+    status.add_argument("--workspace", required=True)
+    status.add_argument("--json", action="store_true")
+    listing = sub.add_parser("list", help="workspaces with usage today")
+    listing.add_argument("--json", action="store_true")
+    set_limit = sub.add_parser("set-limit", help="set a workspace's daily limit (N tokens or 'unlimited')")
+    set_limit.add_argument("workspace")
+    set_limit.add_argument("tokens")
+    set_used = sub.add_parser("set-used", help="set a workspace's usage today")
+    set_used.add_argument("workspace")
+    set_used.add_argument("tokens")
+    reset = sub.add_parser("reset", help="clear a workspace's usage, reservations and warnings today")
+    reset.add_argument("workspace")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    policy = load_policy_file(settings)
+    action: Callable[[Any], Awaitable[int]]
+    if args.quota_command == "status":
+        workspace = _workspace(args.workspace)
+        action = lambda quota: _status(quota, workspace, args.json)  # noqa: E731
+    elif args.quota_command == "list":
+        action = lambda quota: _list(quota, args.json)  # noqa: E731
+    elif args.quota_command == "set-limit":
+        workspace = _workspace(args.workspace)
+        limit = None if args.tokens == "unlimited" else _tokens(args.tokens)
+        action = lambda quota: _done(quota.set_limit(workspace, limit), f"{workspace}: daily limit {args.tokens}")  # noqa: E731
+    elif args.quota_command == "set-used":
+        workspace, used = _workspace(args.workspace), _tokens(args.tokens)
+        action = lambda quota: _done(quota.set_used(workspace, used), f"{workspace}: used today {used}")  # noqa: E731
+    else:
+        workspace = _workspace(args.workspace)
+        action = lambda quota: _done(quota.reset(workspace), f"{workspace}: reset")  # noqa: E731
+    return asyncio.run(_with_manager(settings, policy, action))
+
+
+async def _with_manager(settings: CCRSettings, policy: Any, action: Callable[[Any], Awaitable[int]]) -> int:
+    from ccr._clock import SYSTEM_CLOCK
+    from ccr._quota import QuotaManager, store_from_settings
+
+    def limit_for(workspace: str) -> int | None:
+        limit = policy.limit_for(workspace) if policy is not None else None
+        return limit if limit is not None else settings.daily_token_limit
+
+    manager = QuotaManager(store_from_settings(settings), settings=settings, limit_for=limit_for, clock=SYSTEM_CLOCK)
+    try:
+        return await action(manager)
+    except QuotaUnavailable as exc:
+        print(f"QUOTA UNKNOWN - the quota store cannot be reached ({Redactor(settings.secrets()).clean(str(exc))})")
+        return UNKNOWN
+    finally:
+        await manager.aclose()
+
+
+async def _status(quota: Any, workspace: str, as_json: bool) -> int:
+    status: QuotaStatus = await quota.status(workspace)
+    code = CRITICAL if status.exceeded else WARNING if status.warning else OK
+    if as_json:
+        print_json(status)
+    else:
+        label = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}[code]
+        limit = "unlimited" if status.daily_limit is None else f"{status.daily_limit}"
+        print(
+            f"QUOTA {label} - {workspace}: {status.used_today} of {limit} tokens used "
+            f"({status.used_percentage:.0%}), {status.reserved} reserved, resets {status.reset_at.isoformat()}"
+        )
+    return code
+
+
+async def _list(quota: Any, as_json: bool) -> int:
+    statuses: list[QuotaStatus] = await quota.list_workspaces()
+    if as_json:
+        print_json([s.model_dump(mode="json") for s in statuses])
+        return OK
+    print(f"{'workspace':<32} {'used':>12} {'limit':>12} {'reserved':>10} {'used%':>6}")
+    for s in statuses:
+        limit = "unlimited" if s.daily_limit is None else str(s.daily_limit)
+        print(f"{s.workspace_id:<32} {s.used_today:>12} {limit:>12} {s.reserved:>10} {s.used_percentage:>6.0%}")
+    return OK
+
+
+async def _done(step: Awaitable[None], message: str) -> int:
+    await step
+    print(message)
+    return OK
+
+
+def _workspace(value: str) -> str:
+    try:
+        return validate_workspace_id(value)
+    except ValueError as exc:
+        raise BadInput(f"workspace: {exc}") from None
+
+
+def _tokens(value: str) -> int:
+    try:
+        tokens = int(value)
+    except ValueError:
+        raise BadInput(f"tokens: {value!r} is not a whole number") from None
+    if tokens < 0:
+        raise BadInput("tokens: must be >= 0")
+    return tokens

@@ -1,0 +1,220 @@
+"""Loopback ports, the harness error, and stopping process groups by pid.
+
+Everything the harness starts binds ``127.0.0.1`` on a port chosen here and runs in
+its own session (``start_new_session=True``), so the whole process tree can be
+signalled through its process group without touching anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+LOOPBACK = "127.0.0.1"
+
+_RECENT_LIMIT = 256
+_recent_ports: deque[int] = deque(maxlen=_RECENT_LIMIT)
+_recent_lock = threading.Lock()
+
+
+class HarnessError(RuntimeError):
+    """A live test component (node, npm, CCR, redis-server) could not be provided."""
+
+
+def _bindable(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, also_free_offset: int | None = None, host: str = LOOPBACK) -> int:
+    """Return a TCP port on ``host`` that nothing listens on right now.
+
+    The kernel picks it (bind to port 0), so the answer is only a good guess: a
+    server started right after will almost always get it. Ports handed out recently
+    by this process are not handed out again, so two components started back to back
+    never collide. ``also_free_offset=10000`` also requires ``port + 10000`` to be
+    free (a Redis Cluster node's bus port).
+    """
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if also_free_offset is not None:
+            partner = port + also_free_offset
+            if partner > 65535 or not _bindable(partner, host):
+                continue
+        with _recent_lock:
+            if port in _recent_ports:
+                continue
+            _recent_ports.append(port)
+        return port
+    raise HarnessError(f"could not find a free port on {host}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a zombie counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
+    """Stop ``proc`` and every process of its group: SIGTERM, then SIGKILL after ``grace``.
+
+    ``proc`` must have been started with ``start_new_session=True`` (its pid is its
+    process group id). Blocks until the leader is reaped and the group is empty.
+    While any member of the group exists, the kernel does not reuse the group id,
+    so the signals can only reach processes this harness started.
+    """
+    pgid = proc.pid
+    if proc.poll() is None:
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(pgid, signal.SIGKILL)
+            proc.wait(timeout=grace)
+    # The leader is reaped; children that outlived it still carry its group id.
+    deadline = time.monotonic() + grace
+    if _group_alive(pgid):
+        _signal_group(pgid, signal.SIGTERM)
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+            kill_deadline = time.monotonic() + grace
+            while _group_alive(pgid) and time.monotonic() < kill_deadline:
+                time.sleep(0.02)
+    if _group_alive(pgid):
+        raise HarnessError(f"process group {pgid} survived SIGKILL")
+
+
+def kill_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc``'s whole group at once and reap the leader (a crash, for chaos tests)."""
+    _signal_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def kill_group_by_pid(pgid: int) -> None:
+    """Last-resort cleanup for a leaked harness object: SIGKILL group ``pgid`` if it exists.
+
+    Only called for a group this harness started and has not reaped yet (the leader
+    is then still a process or a zombie, so the id cannot have been reused).
+    """
+    _signal_group(pgid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pgid, 0)
+
+
+def tail(text: str, lines: int = 40) -> str:
+    """The last ``lines`` lines of ``text``."""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float,
+) -> subprocess.CompletedProcess[str]:
+    """Run a short-lived tool (npm, redis-cli) in its own session, capturing its output.
+
+    On timeout the tool's whole process group is stopped and :class:`HarnessError`
+    raised with the end of what it printed.
+    """
+    proc = subprocess.Popen(
+        list(argv),
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process_group(proc, grace=2.0)
+        stdout, stderr = proc.communicate()
+        raise HarnessError(
+            f"{argv[0]} did not finish within {timeout:.0f}s: {' '.join(argv)}\n"
+            f"{tail(stderr or stdout, 20)}"
+        ) from None
+    except BaseException:
+        stop_process_group(proc, grace=2.0)
+        raise
+    return subprocess.CompletedProcess(list(argv), proc.returncode, stdout, stderr)
+
+
+async def run_blocking(start: Callable[[], T], *, undo: Callable[[], object]) -> T:
+    """Run a blocking ``start`` in a thread without leaking what it starts on cancellation.
+
+    A thread cannot be interrupted: if the awaiting task is cancelled, ``start`` keeps
+    running, and ``undo`` runs once it has succeeded (so a server started by an
+    abandoned ``__aenter__`` is stopped, not leaked).
+    """
+    lock = threading.Lock()
+    state = {"finished": False, "failed": False, "abandoned": False}
+
+    def runner() -> T:
+        try:
+            result = start()
+        except BaseException:
+            with lock:
+                state["finished"] = state["failed"] = True
+            raise
+        with lock:
+            state["finished"] = True
+            abandoned = state["abandoned"]
+        if abandoned:
+            undo()
+        return result
+
+    task = asyncio.ensure_future(asyncio.to_thread(runner))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with lock:
+            state["abandoned"] = True
+            succeeded = state["finished"] and not state["failed"]
+        if succeeded:
+            undo()
+        raise
