@@ -1,5 +1,98 @@
-"""ccr-client: a typed asyncio client for Claude Code Router (placeholder, being built)."""
+"""ccr-client: a typed asyncio client for Claude Code Router (CCR).
 
+Route model calls by task complexity over ordered fallback chains with per-attempt
+timeouts and an overall deadline, keep per-workspace daily token quotas, check health
+with a circuit breaker, and emit OpenTelemetry spans and Prometheus metrics.
+
+    async with ccr.CCRClient(policy=policy) as client:
+        result = await client.route_request({"workspace_id": "acme", "prompt": "Hi"})
+"""
+
+from ccr._client import CCRClient
+from ccr._clock import Clock, FakeClock, SystemClock
+from ccr._errors import (
+    AllTargetsFailed,
+    CCRError,
+    CCRUnavailable,
+    ConfigurationError,
+    DeadlineExceeded,
+    ErrorCode,
+    InvalidRequest,
+    QuotaError,
+    QuotaExceeded,
+    QuotaUnavailable,
+    RouteError,
+    Unauthorized,
+)
+from ccr._health import HealthMonitor, validate_ccr_connection
+from ccr._hooks import AttemptEnd, AttemptStart, Hook, NullHook, NullObserver, RouteObserver
+from ccr._models import (
+    Attempt,
+    AttemptOutcome,
+    BreakerState,
+    Complexity,
+    HealthReport,
+    HealthStatus,
+    Message,
+    ModelStatus,
+    QuotaStatus,
+    RouteDecision,
+    RouteRequest,
+    RouteResult,
+    Usage,
+)
+from ccr._policy import RoutingPolicy, WorkspacePolicy
+from ccr._quota import MemoryQuotaStore, QuotaManager, QuotaStore, RedisQuotaStore
+from ccr._settings import CCRSettings
+from ccr._telemetry import metrics_app, traced
 from ccr._version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "AllTargetsFailed",
+    "Attempt",
+    "AttemptEnd",
+    "AttemptOutcome",
+    "AttemptStart",
+    "BreakerState",
+    "CCRClient",
+    "CCRError",
+    "CCRSettings",
+    "CCRUnavailable",
+    "Clock",
+    "Complexity",
+    "ConfigurationError",
+    "DeadlineExceeded",
+    "ErrorCode",
+    "FakeClock",
+    "HealthMonitor",
+    "HealthReport",
+    "HealthStatus",
+    "Hook",
+    "InvalidRequest",
+    "MemoryQuotaStore",
+    "Message",
+    "ModelStatus",
+    "NullHook",
+    "NullObserver",
+    "QuotaError",
+    "QuotaExceeded",
+    "QuotaManager",
+    "QuotaStatus",
+    "QuotaStore",
+    "QuotaUnavailable",
+    "RedisQuotaStore",
+    "RouteDecision",
+    "RouteError",
+    "RouteObserver",
+    "RouteRequest",
+    "RouteResult",
+    "RoutingPolicy",
+    "SystemClock",
+    "Unauthorized",
+    "Usage",
+    "WorkspacePolicy",
+    "__version__",
+    "metrics_app",
+    "traced",
+    "validate_ccr_connection",
+]

@@ -19,7 +19,7 @@ import httpx
 from ccr._breaker import CircuitBreaker
 from ccr._errors import ErrorCode
 from ccr._hooks import AttemptEnd, AttemptStart, RouteObserver, guard
-from ccr._models import Attempt, AttemptOutcome, BreakerState, RouteRequest, split_target
+from ccr._models import Attempt, AttemptOutcome, RouteRequest, split_target
 from ccr._redact import Redactor
 from ccr._transport import Reply, post_messages
 
@@ -74,11 +74,46 @@ async def run_chain(
 ) -> ChainOutcome:
     """Try each target in order until one answers or the chain cannot go on."""
     outcome = ChainOutcome()
-    breaker = call.breaker
-    obey_breaker = any(breaker.state(target) is not BreakerState.OPEN for target in chain)
     started = time.monotonic()
+    state = _Walk()
+    await _walk(call, chain, request, observers, outcome, state, started, obey_breaker=True)
+    if not state.tried and outcome.reply is None and outcome.error is None:
+        # The breaker let nothing through: refusing everything would be an outage we
+        # made ourselves, so the chain runs in order anyway.
+        await _walk(call, chain, request, observers, outcome, state, started, obey_breaker=False)
+    if outcome.reply is not None or outcome.error is not None:
+        return outcome
+    last, deadline_hit = state.last, state.deadline_hit
+    if deadline_hit:
+        outcome.error = ErrorCode.DEADLINE_EXCEEDED
+        outcome.error_message = f"the deadline of {call.deadline:g} s ran out after {len(outcome.attempts)} attempt(s)"
+    else:
+        outcome.error = ErrorCode.ALL_TARGETS_FAILED
+        detail = f" (last: {last.error_type})" if last is not None else ""
+        outcome.error_message = f"all {len(chain)} target(s) failed{detail}"
+    return outcome
+
+
+@dataclass(slots=True)
+class _Walk:
+    tried: bool = False
+    deadline_hit: bool = False
     last: Reply | None = None
-    deadline_hit = False
+
+
+async def _walk(
+    call: ChainCall,
+    chain: Sequence[str],
+    request: RouteRequest,
+    observers: Sequence[RouteObserver],
+    outcome: ChainOutcome,
+    state: _Walk,
+    started: float,
+    *,
+    obey_breaker: bool,
+) -> None:
+    """One pass over the chain; sets ``outcome.reply`` or ``outcome.error`` to stop early."""
+    breaker = call.breaker
     for index, target in enumerate(chain):
         if obey_breaker and not breaker.allow(target):
             skipped = Attempt.model_construct(
@@ -91,8 +126,9 @@ async def run_chain(
             continue
         left = call.deadline - (time.monotonic() - started)
         if left <= 0:
-            deadline_hit = True
-            break
+            state.deadline_hit = True
+            return
+        state.tried = True
         limit = call.target_timeouts.get(target, call.attempt_timeout)
         bounded_by_deadline = left < limit
         provider, model = split_target(target)
@@ -123,32 +159,24 @@ async def run_chain(
         )
         outcome.attempts.append(attempt)
         _notify_end(observers, start, attempt, reply)
-        last = reply
+        state.last = reply
         if reply.outcome is AttemptOutcome.SUCCESS:
             breaker.record_success(target)
             outcome.reply, outcome.target = reply, target
-            return outcome
+            return
         if reply.unreachable:
             # CCR itself is down: no target is to blame, and none can answer.
             outcome.error = ErrorCode.CCR_UNAVAILABLE
             outcome.error_message = f"CCR at {call.url} cannot be reached ({reply.error_type})"
-            return outcome
+            return
         if reply.stop_code is not None:
             breaker.record_success(target)  # the target answered; the request is at fault
             outcome.error, outcome.error_message = reply.stop_code, reply.error_message
-            return outcome
+            return
         breaker.record_failure(target)
         if reply.outcome is AttemptOutcome.TIMEOUT and bounded_by_deadline:
-            deadline_hit = True
-            break
-    if deadline_hit:
-        outcome.error = ErrorCode.DEADLINE_EXCEEDED
-        outcome.error_message = f"the deadline of {call.deadline:g} s ran out after {len(outcome.attempts)} attempt(s)"
-    else:
-        outcome.error = ErrorCode.ALL_TARGETS_FAILED
-        detail = f" (last: {last.error_type})" if last is not None else ""
-        outcome.error_message = f"all {len(chain)} target(s) failed{detail}"
-    return outcome
+            state.deadline_hit = True
+            return
 
 
 def _notify_end(

@@ -114,8 +114,14 @@ class TracingHook:
         self._server_address = server_address
         self._server_port = server_port
 
-    def on_route_start(self, request: RouteRequest, decision: RouteDecision) -> RouteObserver:
-        """Open ``ccr.route`` under whatever span the caller has current."""
+    def on_route_start(
+        self, request: RouteRequest, decision: RouteDecision
+    ) -> RouteObserver | None:
+        """Open ``ccr.route`` under whatever span the caller has current.
+
+        Without an SDK and without an incoming trace there is nothing to record and
+        nothing to propagate: no observer, so the request pays for one no-op span only.
+        """
         parent = otel_context.get_current()
         span = self._tracer.start_span(
             "ccr.route",
@@ -129,6 +135,8 @@ class TracingHook:
                 "ccr.chain": decision.chain,
             },
         )
+        if not span.is_recording() and not span.get_span_context().is_valid:
+            return None
         return _RouteTrace(self, span, trace.set_span_in_context(span, parent), request)
 
     def on_health(self, report: HealthReport, duration_s: float) -> None:

@@ -161,7 +161,7 @@ class _Waiter:
     future: asyncio.Future[None] = field(repr=False)
 
 
-class _BadRequest(Exception):
+class _BadRequestError(Exception):
     """The request could not be parsed; answer 400 and close."""
 
 
@@ -318,7 +318,11 @@ class FakeProvider:
         return [r for r in self.requests if _model_of(r.body) == model]
 
     async def wait_for_calls(
-        self, model: str | None = None, n: int = 1, *, timeout: float = 5.0
+        self,
+        model: str | None = None,
+        n: int = 1,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a bounded wait is the API tests want
     ) -> None:
         """Wait until ``model`` (or, with ``None``, all models together) got ``n`` requests.
 
@@ -390,14 +394,16 @@ class FakeProvider:
         try:
             method, path, version, headers = _parse_head(head)
             raw_body = await _read_body(reader, headers)
-        except _BadRequest as exc:
+        except _BadRequestError as exc:
             await self._send(writer, 400, _error_body(str(exc)), close=True)
             return False
         keep_alive = _keep_alive(version, headers)
 
         if path == HEALTH_PATH or path.startswith(HEALTH_PATH + "?"):
             if method != "GET":
-                await self._send(writer, 405, _error_body("method not allowed"), close=not keep_alive)
+                await self._send(
+                    writer, 405, _error_body("method not allowed"), close=not keep_alive
+                )
                 return keep_alive
             stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             await self._send_json(writer, 200, {"status": "ok", "timestamp": stamp}, keep_alive)
@@ -416,7 +422,9 @@ class FakeProvider:
             return keep_alive
         model = _model_of(body)
         if model is None:
-            await self._send(writer, 400, _error_body("body needs a string model"), close=not keep_alive)
+            await self._send(
+                writer, 400, _error_body("body needs a string model"), close=not keep_alive
+            )
             return keep_alive
 
         self._record(route, headers, body, model)
@@ -440,7 +448,10 @@ class FakeProvider:
             await asyncio.sleep(behavior.seconds)
         if kind == "raw":
             await self._send(
-                writer, behavior.status_code, behavior.body, close=not keep_alive,
+                writer,
+                behavior.status_code,
+                behavior.body,
+                close=not keep_alive,
                 content_type=behavior.content_type,
             )
             return keep_alive
@@ -455,7 +466,10 @@ class FakeProvider:
             payload = self._chat_reply(model, body, behavior)
             if body.get("stream") is True:
                 await self._send(
-                    writer, 200, _sse_chat(payload), close=not keep_alive,
+                    writer,
+                    200,
+                    _sse_chat(payload),
+                    close=not keep_alive,
                     content_type="text/event-stream",
                 )
                 return keep_alive
@@ -479,7 +493,13 @@ class FakeProvider:
         reason = _REASONS.get(status, b"Unknown")
         head = (
             b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n"
-            % (status, reason, content_type.encode(), len(body), b"close" if close else b"keep-alive")
+            % (
+                status,
+                reason,
+                content_type.encode(),
+                len(body),
+                b"close" if close else b"keep-alive",
+            )
         )
         writer.write(head + body)
         await writer.drain()
@@ -508,7 +528,10 @@ class FakeProvider:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": behavior.text or f"ok from {model}"},
+                    "message": {
+                        "role": "assistant",
+                        "content": behavior.text or f"ok from {model}",
+                    },
                     "finish_reason": "stop",
                 }
             ],
@@ -568,11 +591,11 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
     try:
         text = head.decode("latin-1")
     except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes anything
-        raise _BadRequest("undecodable request head") from exc
+        raise _BadRequestError("undecodable request head") from exc
     lines = text.split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _BadRequest("malformed request line")
+        raise _BadRequestError("malformed request line")
     method, path, version = parts
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -580,7 +603,7 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
             continue
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():
-            raise _BadRequest("malformed header line")
+            raise _BadRequestError("malformed header line")
         key = name.lower()
         value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
@@ -596,9 +619,9 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     try:
         length = int(length_text)
     except ValueError as exc:
-        raise _BadRequest("bad Content-Length") from exc
+        raise _BadRequestError("bad Content-Length") from exc
     if not 0 <= length <= _MAX_BODY_BYTES:
-        raise _BadRequest("bad Content-Length")
+        raise _BadRequestError("bad Content-Length")
     return await reader.readexactly(length)
 
 
@@ -610,7 +633,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         try:
             size = int(size_line.split(b";", 1)[0].strip(), 16)
         except ValueError as exc:
-            raise _BadRequest("bad chunk size") from exc
+            raise _BadRequestError("bad chunk size") from exc
         if size == 0:
             # Trailers, if any, end with an empty line.
             while await reader.readuntil(b"\r\n") != b"\r\n":
@@ -618,7 +641,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             return b"".join(chunks)
         total += size
         if total > _MAX_BODY_BYTES:
-            raise _BadRequest("body too large")
+            raise _BadRequestError("body too large")
         chunks.append(await reader.readexactly(size))
         await reader.readexactly(2)
 
@@ -639,7 +662,11 @@ def _sse_chat(payload: dict[str, Any]) -> bytes:
             **base,
             "object": "chat.completion.chunk",
             "choices": [
-                {"index": 0, "delta": {"role": "assistant", "content": choice["message"]["content"]}, "finish_reason": None}
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": choice["message"]["content"]},
+                    "finish_reason": None,
+                }
             ],
         },
         {

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -92,7 +92,7 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def stop_process_group(proc: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
+def stop_process_group(proc: subprocess.Popen[Any], *, grace: float = 5.0) -> None:
     """Stop ``proc`` and every process of its group: SIGTERM, then SIGKILL after ``grace``.
 
     ``proc`` must have been started with ``start_new_session=True`` (its pid is its
@@ -123,7 +123,7 @@ def stop_process_group(proc: subprocess.Popen[bytes], *, grace: float = 5.0) -> 
         raise HarnessError(f"process group {pgid} survived SIGKILL")
 
 
-def kill_process_group(proc: subprocess.Popen[bytes]) -> None:
+def kill_process_group(proc: subprocess.Popen[Any]) -> None:
     """SIGKILL ``proc``'s whole group at once and reap the leader (a crash, for chaos tests)."""
     _signal_group(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):

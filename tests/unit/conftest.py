@@ -1,0 +1,95 @@
+"""Shared unit-test helpers: a scriptable fake CCR behind httpx.MockTransport."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from ccr import CCRClient, CCRSettings, FakeClock, RoutingPolicy
+
+POLICY = RoutingPolicy(
+    chains={
+        "low": ["up,small"],
+        "standard": ["up,mid", "backup,mid"],
+        "high": ["up,big", "up,mid", "backup,big"],
+    },
+    tasks={"architecture_design": "high", "text_formatting": "low"},
+)
+
+Behaviour = Any  # "ok" | int status | "hang" | "drop" | "refuse" | "no_usage" | callable(request) -> Response
+
+
+class FakeCCR:
+    """Answers /v1/messages per target; counts calls; never sleeps (hangs await an event)."""
+
+    def __init__(self) -> None:
+        self.behaviour: dict[str, Behaviour] = {}
+        self.calls: Counter[str] = Counter()
+        self.requests: list[httpx.Request] = []
+        self.usage = {"input_tokens": 11, "output_tokens": 5}
+        self.config: dict[str, Any] | None = None
+        self.released = asyncio.Event()
+
+    def set(self, target: str, behaviour: Behaviour) -> None:
+        self.behaviour[target] = behaviour
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/config":
+            return httpx.Response(200, json=self.config) if self.config else httpx.Response(404)
+        if request.url.path == "/health":
+            return httpx.Response(200, json={"status": "ok"})
+        body = json.loads(request.content)
+        target = body["model"]
+        self.calls[target] += 1
+        self.requests.append(request)
+        behaviour = self.behaviour.get(target, "ok")
+        if callable(behaviour):
+            return behaviour(request)
+        if behaviour == "hang":
+            await self.released.wait()
+        if behaviour == "drop":
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        if behaviour == "refuse":
+            raise httpx.ConnectError("All connection attempts failed")
+        if isinstance(behaviour, int):
+            return httpx.Response(
+                behaviour, json={"error": {"message": f"Error from provider({target}: {behaviour})", "type": "api_error"}}
+            )
+        usage = None if behaviour == "no_usage" else self.usage
+        reply: dict[str, Any] = {
+            "id": "msg_123", "type": "message", "role": "assistant", "model": target.split(",")[1],
+            "content": [{"type": "text", "text": f"answer from {target}"}], "stop_reason": "end_turn",
+        }
+        if usage is not None:
+            reply["usage"] = usage
+        return httpx.Response(200, json=reply)
+
+
+@pytest.fixture
+def fake_ccr() -> FakeCCR:
+    return FakeCCR()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_client(fake_ccr: FakeCCR, clock: FakeClock) -> Callable[..., CCRClient]:
+    clients: list[CCRClient] = []
+
+    def make(policy: RoutingPolicy | None = POLICY, hooks: Any = (), **settings: Any) -> CCRClient:
+        settings.setdefault("url", "http://ccr.test")
+        http = httpx.AsyncClient(transport=httpx.MockTransport(fake_ccr.handler))
+        client = CCRClient(CCRSettings(**settings), policy=policy, http_client=http, hooks=hooks, clock=clock)
+        clients.append(client)
+        return client
+
+    return make
