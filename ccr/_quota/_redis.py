@@ -16,6 +16,7 @@ absolute time, so repeating it is harmless; no ``EXPIRE NX``, which Redis 6.2 la
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -30,6 +31,12 @@ from ccr._quota._store import QuotaCounts
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
+
+MAX_IN_FLIGHT = 64
+"""Script calls one store runs at once. redis-py pools raise ``MaxConnectionsError``
+instead of waiting once their ``max_connections`` (100 by default, per node on a
+cluster) are busy; queueing here first turns a burst into a short wait, not into
+unchecked (fail-open) calls."""
 
 PURGE_BATCH = 1000
 """Expired reservations dropped per script call at most: bounds the time one call
@@ -71,12 +78,23 @@ class RedisQuotaStore:
 
     Pass a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` you own (it
     is left open by :meth:`aclose`), or use :meth:`from_url`, which builds a fail-fast
-    client that :meth:`aclose` closes.
+    client that :meth:`aclose` closes. At most ``max_in_flight`` calls run at once (keep
+    it below the client's ``max_connections``); a call waits at most ``wait_timeout``
+    seconds for its turn, then fails like an unreachable store.
     """
 
-    def __init__(self, client: Redis | RedisCluster, *, owns_client: bool = False) -> None:
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        owns_client: bool = False,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        wait_timeout: float = 1.0,
+    ) -> None:
         self._client = client
         self._owns_client = owns_client
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._wait_timeout = wait_timeout
         self._reserve: AsyncScript = client.register_script(_with_prelude("reserve.lua"))
         self._settle: AsyncScript = client.register_script(_with_prelude("settle.lua"))
         self._release: AsyncScript = client.register_script(_with_prelude("release.lua"))
@@ -84,7 +102,9 @@ class RedisQuotaStore:
         self._reset: AsyncScript = client.register_script(_lua("reset.lua"))
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float = 1.0) -> RedisQuotaStore:
+    def from_url(
+        cls, url: str, *, timeout: float = 1.0, max_in_flight: int = MAX_IN_FLIGHT
+    ) -> RedisQuotaStore:
         """A store on ``redis://``, ``rediss://``, ``unix://`` or a cluster URL.
 
         ``redis+cluster://host:port`` (``rediss+cluster://`` for TLS) connects to a Redis
@@ -93,6 +113,7 @@ class RedisQuotaStore:
         fail mode for an unreachable store, and a retried write could count twice.
         """
         options: dict[str, Any] = {
+            "max_connections": max(100, max_in_flight),
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
             "retry": Retry(NoBackoff(), 0),
@@ -103,12 +124,25 @@ class RedisQuotaStore:
             client = RedisCluster.from_url(f"{_CLUSTER_SCHEMES[scheme]}://{rest}", **options)
         else:
             client = Redis.from_url(url, **options)
-        return cls(client, owns_client=True)
+        return cls(client, owns_client=True, max_in_flight=max_in_flight, wait_timeout=timeout)
 
     @property
     def client(self) -> Redis | RedisCluster:
         """The underlying redis-py client."""
         return self._client
+
+    async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One EVALSHA; redis-py loads the script and repeats it only after NOSCRIPT."""
+        in_flight = self._in_flight
+        if in_flight.locked():
+            async with asyncio.timeout(self._wait_timeout):
+                await in_flight.acquire()
+        else:
+            await in_flight.acquire()
+        try:
+            return await script(keys=keys, args=args)
+        finally:
+            in_flight.release()
 
     def _thresholds(self, reply: Sequence[Any], thresholds: Sequence[float]) -> tuple[float, ...]:
         return tuple(thresholds[int(index) - 1] for index in reply[4:])
@@ -126,7 +160,8 @@ class RedisQuotaStore:
         expire_at: int,
     ) -> QuotaCounts:
         prefix = day_prefix(workspace_id, day)
-        reply = await self._reserve(
+        reply = await self._run(
+            self._reserve,
             keys=(
                 prefix + "used",
                 prefix + "reserved",
@@ -161,7 +196,8 @@ class RedisQuotaStore:
         thresholds: Sequence[float],
     ) -> QuotaCounts:
         prefix = day_prefix(workspace_id, day)
-        reply = await self._settle(
+        reply = await self._run(
+            self._settle,
             keys=(
                 prefix + "used",
                 prefix + "reserved",
@@ -191,7 +227,8 @@ class RedisQuotaStore:
         self, workspace_id: str, day: str, reservation_id: str, *, now: float
     ) -> None:
         prefix = day_prefix(workspace_id, day)
-        await self._release(
+        await self._run(
+            self._release,
             keys=(prefix + "reserved", prefix + "res", prefix + "resamt"),
             args=(reservation_id, now, PURGE_BATCH),
         )
@@ -200,7 +237,8 @@ class RedisQuotaStore:
         self, workspace_id: str, day: str, *, default_limit: int | None, now: float
     ) -> QuotaCounts:
         prefix = day_prefix(workspace_id, day)
-        reply = await self._status(
+        reply = await self._run(
+            self._status,
             keys=(
                 prefix + "used",
                 prefix + "reserved",
@@ -223,11 +261,8 @@ class RedisQuotaStore:
 
     async def reset(self, workspace_id: str, day: str) -> None:
         prefix = day_prefix(workspace_id, day)
-        await self._reset(
-            keys=tuple(
-                prefix + suffix for suffix in ("used", "reserved", "res", "resamt", "warned")
-            )
-        )
+        keys = [prefix + suffix for suffix in ("used", "reserved", "res", "resamt", "warned")]
+        await self._run(self._reset, keys, ())
 
     async def workspaces(self, day: str) -> list[str]:
         """Scan for the day's keys (on a cluster, every primary is scanned)."""

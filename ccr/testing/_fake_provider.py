@@ -555,7 +555,12 @@ class FakeProvider:
             "content": [{"type": "text", "text": behavior.text or f"ok from {model_part}"}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+            # CCR adds cache_read_input_tokens (always 0 for an OpenAI upstream).
+            "usage": {
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cache_read_input_tokens": 0,
+            },
         }
 
     @staticmethod

@@ -206,6 +206,11 @@ def _child_env(home: Path, node: NodeTools) -> dict[str, str]:
     env = node.env()
     env["HOME"] = str(home)
     env["USERPROFILE"] = str(home)
+    # CCR keeps a reference-count file in os.tmpdir(): keep that private too.
+    tmp = home / "tmp"
+    tmp.mkdir(exist_ok=True)
+    for key in ("TMPDIR", "TMP", "TEMP"):
+        env[key] = str(tmp)
     # CCR reads SERVICE_PORT over the config's PORT; never inherit one.
     env.pop("SERVICE_PORT", None)
     # Loopback upstreams must never go through a proxy the machine may define.
@@ -476,6 +481,9 @@ class LiveCCR:
 
     def _launch(self, node: NodeTools) -> None:
         assert self._cli is not None
+        # A pid file left by a killed CCR could name a live, unrelated pid, and CCR
+        # would then exit saying it is "already running".
+        (self.config_path.parent / ".claude-code-router.pid").unlink(missing_ok=True)
         self._log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [node.node, str(self._cli), "start"],
@@ -504,7 +512,13 @@ class LiveCCR:
                     )
                 with contextlib.suppress(httpx.TransportError, ValueError):
                     reply = http.get(health)
-                    if reply.status_code == 200 and reply.json().get("status") == "ok":
+                    # Still alive after answering: the answer came from our process,
+                    # not from something else that happened to hold the port.
+                    if (
+                        reply.status_code == 200
+                        and reply.json().get("status") == "ok"
+                        and self._proc.poll() is None
+                    ):
                         self.startup_seconds = time.monotonic() - started
                         return
                 if time.monotonic() > deadline:
