@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import sys
 from collections import Counter
 
@@ -230,9 +231,10 @@ async def serve(port: int = 0) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # The orchestrator holds our stdin: when it goes away, so do we.
-    reader = asyncio.StreamReader()
-    with contextlib.suppress(OSError, ValueError):
+    # The orchestrator holds our stdin (a pipe): when it goes away, so do we.
+    watcher = None
+    if stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
+        reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
         async def _watch_stdin() -> None:
@@ -243,7 +245,7 @@ async def serve(port: int = 0) -> None:
         watcher = asyncio.create_task(_watch_stdin())
     await stop.wait()
     server.close()
-    with contextlib.suppress(Exception):
+    if watcher is not None:
         watcher.cancel()
 
 

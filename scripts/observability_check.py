@@ -64,11 +64,13 @@ ALERTS = OBSERVABILITY / "alerts.yml"
 ALERTS_TEST = OBSERVABILITY / "alerts_test.yml"
 PROMTOOL_CACHE = REPO / ".cache" / "promtool"
 
-# PromQL words that look like metric names but are functions, keywords or labels.
+# Metric names of ours, grouping clauses, selectors and their label matchers in PromQL.
 _METRIC_RE = re.compile(r"\bccr_[A-Za-z0-9_:]*")
 _GROUPING_RE = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 _SELECTOR_RE = re.compile(r"\b(ccr_[A-Za-z0-9_:]*)\s*\{([^}]*)\}")
 _MATCHER_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
+# Labels Prometheus adds when it scrapes; they are never in the exposition itself.
+TARGET_LABELS = frozenset({"job", "instance"})
 
 
 def say(message: str = "") -> None:
@@ -175,17 +177,18 @@ def find_promtool() -> tuple[Path | None, str]:
 
 
 def _promtool(
-    promtool: Path, *args: str, stdin: str | None = None
+    promtool: Path, *args: str, stdin: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(promtool), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        check=False,
-    )
+    with (stdin or Path(os.devnull)).open("rb") as source:
+        return subprocess.run(
+            [str(promtool), *args],
+            stdin=source,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+            check=False,
+        )
 
 
 def _version(promtool: Path) -> str:
@@ -252,9 +255,7 @@ def live_exposition() -> str:
         error_type="http_503",
         latency_ms=150.0,
     )
-    skipped = Attempt(
-        target="side,ok-s", outcome=AttemptOutcome.SKIPPED, error_type="circuit_open"
-    )
+    skipped = Attempt(target="side,ok-s", outcome=AttemptOutcome.SKIPPED, error_type="circuit_open")
     answered = Attempt(target="alt,ok-b", outcome=AttemptOutcome.SUCCESS, latency_ms=900.0)
     timed_out = Attempt(
         target="up,ok-a", outcome=AttemptOutcome.TIMEOUT, error_type="timeout", latency_ms=30e3
@@ -326,13 +327,12 @@ def _walk_queries(node: Any) -> list[str]:
     """Every PromQL string in a Grafana dashboard: targets' ``expr`` and variable queries."""
     found: list[str] = []
     if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "expr" and isinstance(value, str):
+        for key, raw in node.items():
+            # A variable's query is a string, or the editor's {"query": "..."} form.
+            value = raw.get("query") if key == "query" and isinstance(raw, dict) else raw
+            is_promql = key == "expr" or (key == "query" and "ccr_" in str(value))
+            if is_promql and isinstance(value, str):
                 found.append(value)
-            elif key == "query" and isinstance(value, str) and "ccr_" in value:
-                found.append(value)
-            elif key == "query" and isinstance(value, dict):
-                found.extend(_walk_queries({"expr": value.get("query")}))
             else:
                 found.extend(_walk_queries(value))
     elif isinstance(node, list):
@@ -376,35 +376,45 @@ def _exported(exposition: str) -> dict[str, set[str]]:
     return series
 
 
+def _expr_problems(expr: str, series: dict[str, set[str]], histograms: set[str]) -> list[str]:
+    """Unknown metrics, histogram base names, and labels no metric of ``expr`` carries."""
+    names = sorted(set(_METRIC_RE.findall(expr)))
+    if not names:
+        return [f"query uses no ccr_ metric: {expr}"]
+    problems: list[str] = []
+    labels = set(TARGET_LABELS)
+    for name in names:
+        if name in series:
+            labels |= series[name]
+        elif name in histograms:
+            problems.append(f"{name} is a histogram; query {name}_bucket, _sum or _count")
+        else:
+            problems.append(f"{name} is not exported (in: {expr})")
+    problems.extend(
+        f"{name} has no label {label!r}"
+        for name, matchers in _SELECTOR_RE.findall(expr)
+        for label in _MATCHER_RE.findall(matchers)
+        if name in series and label not in series[name] | TARGET_LABELS
+    )
+    problems.extend(
+        f"no metric in the query has label {label!r} (in: {expr})"
+        for group in _GROUPING_RE.findall(expr)
+        for label in (part.strip() for part in group.split(","))
+        if label and label not in labels
+    )
+    return problems
+
+
 def check_names(queries: dict[str, list[str]], exposition: str) -> list[str]:
     """Problems with metric and label names in ``queries`` (source -> PromQL list)."""
     series = _exported(exposition)
     histograms = {name.removesuffix("_bucket") for name in series if name.endswith("_bucket")}
-    problems: list[str] = []
-    for source, exprs in queries.items():
-        for expr in exprs:
-            names = set(_METRIC_RE.findall(expr))
-            if not names:
-                problems.append(f"{source}: query uses no ccr_ metric: {expr}")
-            labels_in_expr: set[str] = set()
-            for name in sorted(names):
-                if name in series:
-                    labels_in_expr |= series[name]
-                elif name in histograms:
-                    problems.append(
-                        f"{source}: {name} is a histogram; query {name}_bucket/_sum/_count"
-                    )
-                else:
-                    problems.append(f"{source}: {name} is not exported (in: {expr})")
-            for name, matchers in _SELECTOR_RE.findall(expr):
-                for label in _MATCHER_RE.findall(matchers):
-                    if name in series and label not in series[name]:
-                        problems.append(f"{source}: {name} has no label {label!r}")
-            for group in _GROUPING_RE.findall(expr):
-                for label in (part.strip() for part in group.split(",")):
-                    if label and labels_in_expr and label not in labels_in_expr | {"job", "instance"}:
-                        problems.append(f"{source}: no metric in the query has label {label!r}")
-    return problems
+    return [
+        f"{source}: {problem}"
+        for source, exprs in queries.items()
+        for expr in exprs
+        for problem in _expr_problems(expr, series, histograms)
+    ]
 
 
 # --- main -----------------------------------------------------------------------------
@@ -444,22 +454,22 @@ def main() -> int:
 
     exposition = live_exposition()
     if promtool is not None:
+        # promtool 2.x lints an exposition read from stdin.
         with tempfile.NamedTemporaryFile(
-            "w", prefix="ccr-exposition-", suffix=".prom", delete=False
+            "w", prefix="ccr-exposition-", suffix=".prom", delete=False, encoding="utf-8"
         ) as handle:
             handle.write(exposition)
-            exposition_file = Path(handle.name)
-        try:
-            done = _promtool(
-                promtool, "check", "metrics", stdin=exposition_file.read_text(encoding="utf-8")
-            )
-        finally:
-            exposition_file.unlink(missing_ok=True)
+        exposition_file = Path(handle.name)
+        done = _promtool(promtool, "check", "metrics", stdin=exposition_file)
         if done.returncode == 0 and not (done.stdout + done.stderr).strip():
+            exposition_file.unlink()
             families = len(list(text_string_to_metric_families(exposition)))
             report.ok(f"promtool check metrics (live exposition, {families} families)")
         else:
-            report.fail("promtool check metrics", done.stdout + done.stderr)
+            report.fail(
+                "promtool check metrics",
+                f"{done.stdout}{done.stderr}\n(exposition kept in {exposition_file})",
+            )
 
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     queries = {

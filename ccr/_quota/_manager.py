@@ -76,6 +76,12 @@ def _check_tokens(name: str, value: object) -> int:
     return value
 
 
+def _describe(exc: BaseException) -> str:
+    """``ConnectionError: Error 111 ...``; socket timeouts often carry no message at all."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 class QuotaManager:
     """Per-workspace daily token budgets over a :class:`QuotaStore`.
 
@@ -127,13 +133,14 @@ class QuotaManager:
         day = self._calendar.today(now)
         reservation_id = secrets.token_hex(8)
         timestamp = now.timestamp()
+        default_limit = self._limit_for(workspace_id)
         try:
             counts = await self._store.reserve(
                 workspace_id,
                 day.key,
                 reservation_id,
                 tokens,
-                default_limit=self._limit_for(workspace_id),
+                default_limit=default_limit,
                 now=timestamp,
                 hold_until=timestamp + self._hold,
                 expire_at=day.expire_at,
@@ -172,13 +179,14 @@ class QuotaManager:
         _check_tokens("used_tokens", used_tokens)
         workspace_id = reservation.workspace_id
         day = self._calendar.day(reservation.day)
+        default_limit = self._limit_for(workspace_id)
         try:
             counts = await self._store.settle(
                 workspace_id,
                 day.key,
                 reservation.id,
                 used_tokens,
-                default_limit=self._limit_for(workspace_id),
+                default_limit=default_limit,
                 now=self._clock.now().timestamp(),
                 expire_at=day.expire_at,
                 thresholds=self._thresholds,
@@ -259,23 +267,31 @@ class QuotaManager:
         statuses: list[QuotaStatus] = []
         for start in range(0, len(candidates), _LIST_CONCURRENCY):
             batch = candidates[start : start + _LIST_CONCURRENCY]
-            counts = await self._admin(
-                "list",
-                asyncio.gather(
-                    *(
-                        self._store.counts(
-                            w, day.key, default_limit=self._limit_for(w), now=timestamp
-                        )
-                        for w in batch
-                    )
-                ),
-            )
+            counts = await self._admin("list", self._counts_of(batch, day, timestamp))
             statuses.extend(
                 self._status(w, day, c)
                 for w, c in zip(batch, counts, strict=True)
                 if c.used or c.reserved
             )
         return statuses
+
+    async def _counts_of(
+        self, workspace_ids: Sequence[str], day: QuotaDay, timestamp: float
+    ) -> list[QuotaCounts]:
+        """Counts of a few workspaces at once; every call finishes before any error is raised."""
+        results = await asyncio.gather(
+            *(
+                self._store.counts(w, day.key, default_limit=self._limit_for(w), now=timestamp)
+                for w in workspace_ids
+            ),
+            return_exceptions=True,
+        )
+        counts: list[QuotaCounts] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            counts.append(result)
+        return counts
 
     async def aclose(self) -> None:
         """Close the store's connections (a store built from a URL owns them)."""
@@ -352,14 +368,13 @@ class QuotaManager:
         if not self._store_down:
             self._store_down = True
             log.warning(
-                "quota store unavailable during %s (%s: %s); quota_fail_mode=%s",
+                "quota store unavailable during %s (%s); quota_fail_mode=%s",
                 op,
-                type(exc).__name__,
-                exc,
+                _describe(exc),
                 "closed" if self._fail_closed else "open",
             )
         else:
-            log.debug("quota store still unavailable during %s: %r", op, exc)
+            log.debug("quota store still unavailable during %s (%s)", op, _describe(exc))
         for hook in self._hooks:
             try:
                 hook.on_quota_error(exc)

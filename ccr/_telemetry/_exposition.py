@@ -49,9 +49,12 @@ class MetricsServer:
         return f"http://{host}:{self.port}/metrics"
 
     def close(self) -> None:
+        """Stop serving and release the port; safe to call twice."""
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+    shutdown = close  # the name socketserver users reach for
 
     def __enter__(self) -> MetricsServer:
         return self

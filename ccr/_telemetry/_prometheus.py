@@ -17,6 +17,10 @@ refused without a call) and 0 when CLOSED or HALF_OPEN (a trial request may go t
 With several clients on one registry the last breaker change reported wins; the same goes
 for ``ccr_health_status``.
 
+In prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, served by
+``ccr-client metrics serve``) the gauges aggregate over live processes: active requests
+add up, health and open circuits take the worst value.
+
 Cost: this runs on every request, so the labelled children are looked up once and kept
 in plain dicts keyed by the label tuple (``.labels()`` takes a lock and validates).
 """
@@ -139,6 +143,7 @@ class _Metrics:
             "ccr_health_status",
             "Result of the last health check: 0 healthy, 1 degraded, 2 unhealthy.",
             registry=registry,
+            multiprocess_mode="livemax",
         )
         self.health_duration = Histogram(
             "ccr_health_check_duration_seconds",
@@ -152,12 +157,14 @@ class _Metrics:
                 "1 while the circuit breaker of a target is open, 0 when closed or half-open.",
                 ["target"],
                 registry=registry,
+                multiprocess_mode="livemax",
             )
         )
         self.active = Gauge(
             "ccr_active_requests",
             "Requests being routed right now.",
             registry=registry,
+            multiprocess_mode="livesum",
         )
 
 

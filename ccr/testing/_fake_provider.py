@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -158,7 +159,28 @@ def count_words(value: Any) -> int:
 class _Waiter:
     model: str | None
     count: int
+    loop: asyncio.AbstractEventLoop = field(repr=False)
     future: asyncio.Future[None] = field(repr=False)
+
+    def wake(self, error: BaseException | None = None) -> None:
+        """Resolve the future on its own loop (the server may run on another thread)."""
+
+        def resolve() -> None:
+            if self.future.done():
+                return
+            if error is None:
+                self.future.set_result(None)
+            else:
+                self.future.set_exception(error)
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            resolve()
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(resolve)
 
 
 class _BadRequestError(Exception):
@@ -178,6 +200,9 @@ class FakeProvider:
             fp.set_behavior("ok-b", Behavior.status(503))
             ...  # point CCR's provider at fp.chat_url
             await fp.wait_for_calls("ok-b", 1)
+
+    The server may run on another thread's event loop (as the pytest plugin does):
+    configuration, counters and :meth:`wait_for_calls` are safe from any thread.
     """
 
     def __init__(
@@ -194,6 +219,9 @@ class FakeProvider:
         self._connections: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._waiters: list[_Waiter] = []
+        # Guards counters and waiters: tests may drive a fake served on another thread.
+        self._lock = threading.Lock()
+        self._total = 0
         self._stopping: asyncio.Event | None = None
         self.calls: Counter[str] = Counter()
         """Requests per model name, as sent (upstream name or ``provider,model``)."""
@@ -234,10 +262,10 @@ class FakeProvider:
             await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), timeout=5)
-        for waiter in self._waiters:
-            if not waiter.future.done():
-                waiter.future.cancel()
-        self._waiters.clear()
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.wake(RuntimeError("FakeProvider stopped"))
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -298,8 +326,10 @@ class FakeProvider:
 
     def reset(self, *, behaviors: bool = True) -> None:
         """Forget calls and recorded requests; also behaviours and usage unless told not to."""
-        self.calls.clear()
-        self.requests.clear()
+        with self._lock:
+            self.calls.clear()
+            self.requests.clear()
+            self._total = 0
         self._failures_served.clear()
         if behaviors:
             self._behaviors.clear()
@@ -310,8 +340,8 @@ class FakeProvider:
 
     @property
     def total_calls(self) -> int:
-        """Requests answered or attempted on both model paths."""
-        return sum(self.calls.values())
+        """Requests received on both model paths."""
+        return self._total
 
     def requests_for(self, model: str) -> list[RecordedRequest]:
         """Recorded requests whose body named ``model``."""
@@ -329,14 +359,15 @@ class FakeProvider:
         A request counts as soon as it is parsed, before its behaviour runs, so this
         also observes requests that will hang or be dropped.
         """
-        if self._count(model) >= n:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(model, n, future)
-        self._waiters.append(waiter)
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(model, n, loop, loop.create_future())
+        with self._lock:
+            if self._count(model) >= n:
+                return
+            self._waiters.append(waiter)
         try:
             async with asyncio.timeout(timeout):
-                await future
+                await waiter.future
         except TimeoutError:
             got = self._count(model)
             what = "all models" if model is None else repr(model)
@@ -345,18 +376,20 @@ class FakeProvider:
                 f"calls so far: {dict(self.calls)}"
             ) from None
         finally:
-            with contextlib.suppress(ValueError):
+            with self._lock, contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
 
     def _count(self, model: str | None) -> int:
-        return self.total_calls if model is None else self.calls[model]
+        return self._total if model is None else self.calls[model]
 
     def _record(self, path: str, headers: dict[str, str], body: Any, model: str) -> None:
-        self.requests.append(RecordedRequest(path, headers, body))
-        self.calls[model] += 1
-        for waiter in self._waiters:
-            if not waiter.future.done() and self._count(waiter.model) >= waiter.count:
-                waiter.future.set_result(None)
+        with self._lock:
+            self.requests.append(RecordedRequest(path, headers, body))
+            self.calls[model] += 1
+            self._total += 1
+            ready = [w for w in self._waiters if self._count(w.model) >= w.count]
+        for waiter in ready:
+            waiter.wake()
 
     # -- HTTP ------------------------------------------------------------------------
 

@@ -17,3 +17,10 @@ def local_only(live_ccr):
     """Tests that inject faults through the fake provider need the local stack."""
     if isinstance(live_ccr, ExternalCCR):
         pytest.skip("needs the local stack (fault injection through the fake provider); unset CCR_URL")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fake_provider(_fake_provider_session):
+    """Behaviours and usage overrides never leak from one test into the next."""
+    if _fake_provider_session is not None:
+        _fake_provider_session.reset()

@@ -235,12 +235,17 @@ async def test_ccr_stops_when_the_body_raises(fake: FakeProvider) -> None:
     """An exception inside the context still stops CCR."""
     require(find_node)
     ccr = LiveCCR.for_fake(fake)
-    with pytest.raises(ZeroDivisionError):
+    seen: list[int | None] = []
+
+    async def body_that_fails() -> None:
         async with ccr:
-            pid = ccr.pid
-            _ = 1 / 0
-    assert pid is not None
-    assert not pid_alive(pid)
+            seen.append(ccr.pid)
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        await body_that_fails()
+    assert seen[0] is not None
+    assert not pid_alive(seen[0])
 
 
 async def test_ccr_restart_and_kill_keep_the_port(
@@ -293,7 +298,7 @@ async def test_ccr_startup_failure_is_loud_and_clean(fake: FakeProvider) -> None
         busy.listen()
         ccr = LiveCCR.for_fake(fake, port=busy.getsockname()[1], startup_timeout=15)
         before = set(live_children())
-        with pytest.raises(HarnessError, match="CCR 1.0.73"):
+        with pytest.raises(HarnessError, match=r"CCR 1\.0\.73 exited"):
             await ccr.start()
     assert ccr.pid is None
     assert set(live_children()) <= before

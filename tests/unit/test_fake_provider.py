@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -293,6 +294,26 @@ async def test_wait_for_calls_wakes_on_the_nth_call(
     await http.post(fp.chat_url, json=chat_body())
     await waiter
     await fp.wait_for_calls(None, 2, timeout=0.1)
+
+
+async def test_wait_for_calls_works_across_threads(http: httpx.AsyncClient) -> None:
+    """A fake served on another thread's loop wakes a waiter on this loop."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    fp = FakeProvider()
+    try:
+        asyncio.run_coroutine_threadsafe(fp.start(), loop).result(5)
+        waiter = asyncio.create_task(fp.wait_for_calls("ok-a", 1, timeout=5))
+        await asyncio.sleep(0)
+        await http.post(fp.chat_url, json=chat_body())
+        await waiter
+        assert fp.total_calls == 1
+    finally:
+        asyncio.run_coroutine_threadsafe(fp.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
 
 
 async def test_wait_for_calls_times_out_with_counts(fp: FakeProvider) -> None:

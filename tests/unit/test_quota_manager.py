@@ -149,8 +149,8 @@ def manager(make_manager: Callable[..., QuotaManager]) -> QuotaManager:
 
 
 @pytest.fixture
-async def redis_server() -> AsyncIterator[fakeredis.FakeServer]:
-    """One fake Redis server; clients made with ``redis_client`` share it."""
+def redis_server() -> fakeredis.FakeServer:
+    """One fake Redis server; every client given it shares the data."""
     return fakeredis.FakeServer()
 
 
@@ -581,7 +581,7 @@ async def test_store_outage_is_logged_once_and_recovery_once(
     await manager.reserve(W, 1)
     messages = [r.getMessage() for r in caplog.records if r.name == "ccr.quota"]
     assert len(messages) == 2
-    assert messages[0].startswith("quota store unavailable during reserve (ConnectionError")
+    assert messages[0].startswith("quota store unavailable during reserve (ConnectionError: ")
     assert messages[1] == "quota store reachable again"
 
 
@@ -716,7 +716,6 @@ async def test_every_day_key_expires_after_the_day(
 
 
 async def test_limit_override_key_never_expires(
-    manager: QuotaManager,
     make_manager: Callable[..., QuotaManager],
     redis_store: RedisQuotaStore,
     redis_server: fakeredis.FakeServer,

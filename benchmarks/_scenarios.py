@@ -1,0 +1,593 @@
+"""One benchmark scenario in one fresh client process; prints one JSON line.
+
+Run by ``benchmarks/run.py``; by hand::
+
+    python benchmarks/_scenarios.py route_memory --url http://127.0.0.1:PORT \
+        --requests 2000 --concurrency 32 --cpu 0
+
+What is measured (client process only; servers run elsewhere):
+
+* ``cpu_us``: ``time.process_time()`` over the measured loop / requests (all threads
+  of this process, user + system), i.e. the client CPU per request;
+* ``p50_us`` / ``p99_us``: wall latency of each request (perf_counter);
+* ``rps``: requests / wall time of the loop.
+
+A warm-up (connections opened, caches filled, code paths run) precedes the loop. The
+module imports nothing heavy at top level so the LiteLLM scenarios can run in another
+virtualenv without ``ccr``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+PROMPT = (
+    "Summarise the following paragraph in one sentence: the quick brown fox jumps "
+    "over the lazy dog while the cat watches from the window sill."
+)
+MAX_TOKENS = 256
+OK_TARGET = "up,ok-a"
+DEAD_TARGET = "up,dead"
+WORKSPACE = "bench"
+
+One = Callable[[], Awaitable[Any]]
+SCENARIOS: dict[str, Callable[[argparse.Namespace], contextlib.AbstractAsyncContextManager[One]]] = {}
+
+
+def scenario(name: str) -> Callable[[Any], Any]:
+    def register(func: Any) -> Any:
+        SCENARIOS[name] = contextlib.asynccontextmanager(func)
+        return func
+
+    return register
+
+
+def anthropic_body(model: str = OK_TARGET) -> dict[str, Any]:
+    """The body ``route_request`` sends for PROMPT, for the raw-client baselines."""
+    return {
+        "model": model,
+        "max_tokens": MAX_TOKENS,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "stream": False,
+    }
+
+
+HEADERS = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+
+
+# --- raw clients ----------------------------------------------------------------------
+
+
+@scenario("httpx_raw")
+async def httpx_raw(args: argparse.Namespace, model: str = OK_TARGET) -> AsyncIterator[One]:
+    """httpx: serialise, POST, parse the JSON answer; the pool ccr builds by default."""
+    import httpx
+
+    url = args.url + "/v1/messages"
+    body = anthropic_body(model)
+    headers = {**HEADERS, **_auth(args)}
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(60.0, connect=5.0),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        trust_env=False,
+    ) as client:
+
+        async def one() -> Any:
+            response = await client.post(url, json=body, headers=headers)
+            return response.json()
+
+        yield one
+
+
+@scenario("httpx_raw_503")
+async def httpx_raw_503(args: argparse.Namespace) -> AsyncIterator[One]:
+    """The failed attempt by itself: a raw httpx POST answered 503."""
+    async with contextlib.asynccontextmanager(httpx_raw)(args, DEAD_TARGET) as one:
+        yield one
+
+
+@scenario("aiohttp_raw")
+async def aiohttp_raw(args: argparse.Namespace) -> AsyncIterator[One]:
+    """aiohttp: serialise, POST, parse the JSON answer."""
+    import aiohttp
+
+    url = args.url + "/v1/messages"
+    body = anthropic_body()
+    headers = {**HEADERS, **_auth(args)}
+    connector = aiohttp.TCPConnector(limit=100)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> Any:
+            async with session.post(url, json=body, headers=headers) as response:
+                return await response.json()
+
+        yield one
+
+
+# --- ccr ------------------------------------------------------------------------------
+
+
+def _policy(chain: tuple[str, ...]) -> Any:
+    from ccr import RoutingPolicy
+
+    return RoutingPolicy(chains={"standard": list(chain)})
+
+
+def _tracer_provider() -> Any:
+    """An OTel SDK TracerProvider whose spans go nowhere (a no-op span processor)."""
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    class _Drop(SpanProcessor):
+        def on_end(self, span: Any) -> None:
+            return None
+
+    provider = TracerProvider()
+    provider.add_span_processor(_Drop())
+    return provider
+
+
+def _meter_provider() -> Any:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    return MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+
+@contextlib.asynccontextmanager
+async def _ccr_client(
+    args: argparse.Namespace,
+    *,
+    chain: tuple[str, ...] = (OK_TARGET,),
+    redis: bool = False,
+    hooks: Any = None,
+    sdk: bool = False,
+    meter: bool = False,
+    transport: str = "httpx",
+    **settings: Any,
+) -> AsyncIterator[Any]:
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    from ccr import CCRClient, CCRSettings
+
+    _apply_patches(args.patch)
+    options: dict[str, Any] = {
+        "url": args.url,
+        "daily_token_limit": 10**15,  # the quota is checked on every call, never exhausted
+        **settings,
+    }
+    if args.api_key:
+        options["api_key"] = args.api_key
+    if redis:
+        options["redis_url"] = args.redis_url
+    http_client = None
+    if transport == "aiohttp":
+        from _aiohttp_transport_prototype import AiohttpTransport
+
+        http_client = httpx.AsyncClient(
+            transport=AiohttpTransport(),
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            trust_env=False,
+        )
+    client = CCRClient(
+        CCRSettings(**options),
+        policy=_policy(chain),
+        registry=CollectorRegistry(),
+        hooks=hooks,
+        tracer_provider=_tracer_provider() if sdk else None,
+        meter_provider=_meter_provider() if meter else None,
+        http_client=http_client,
+    )
+    try:
+        async with client:
+            yield client
+    finally:
+        if http_client is not None:
+            await http_client.aclose()
+
+
+def _route_one(client: Any, args: argparse.Namespace) -> One:
+    request = {"workspace_id": WORKSPACE, "prompt": PROMPT, "max_tokens": MAX_TOKENS}
+    if args.request_model:
+        from ccr import RouteRequest
+
+        request = RouteRequest.model_validate(request)
+
+    async def one() -> Any:
+        result = await client.route_request(request)
+        if not result.success:
+            raise RuntimeError(f"route_request failed: {result.error}: {result.error_message}")
+        return result
+
+    return one
+
+
+@scenario("route_memory")
+async def route_memory(args: argparse.Namespace) -> AsyncIterator[One]:
+    """route_request, memory quota, default hooks (Prometheus + OTel API, no SDK)."""
+    async with _ccr_client(args) as client:
+        yield _route_one(client, args)
+
+
+@scenario("route_nohooks")
+async def route_nohooks(args: argparse.Namespace) -> AsyncIterator[One]:
+    """route_request, memory quota, no hooks at all (the cost of telemetry, by difference)."""
+    async with _ccr_client(args, hooks=[]) as client:
+        yield _route_one(client, args)
+
+
+@scenario("route_redis")
+async def route_redis(args: argparse.Namespace) -> AsyncIterator[One]:
+    """route_request, Redis quota (two scripts per request), default hooks."""
+    async with _ccr_client(args, redis=True) as client:
+        yield _route_one(client, args)
+
+
+@scenario("route_otel_sdk")
+async def route_otel_sdk(args: argparse.Namespace) -> AsyncIterator[One]:
+    """route_request, memory quota, an OTel SDK TracerProvider (no-op span processor)."""
+    async with _ccr_client(args, sdk=True) as client:
+        yield _route_one(client, args)
+
+
+@scenario("route_otel_sdk_metrics")
+async def route_otel_sdk_metrics(args: argparse.Namespace) -> AsyncIterator[One]:
+    """As route_otel_sdk, plus an SDK MeterProvider (in-memory reader) for GenAI metrics."""
+    async with _ccr_client(args, sdk=True, meter=True) as client:
+        yield _route_one(client, args)
+
+
+@scenario("route_aiohttp")
+async def route_aiohttp(args: argparse.Namespace) -> AsyncIterator[One]:
+    """route_request over the prototype aiohttp-backed httpx transport."""
+    async with _ccr_client(args, transport="aiohttp") as client:
+        yield _route_one(client, args)
+
+
+@scenario("route_fallback")
+async def route_fallback(args: argparse.Namespace) -> AsyncIterator[One]:
+    """Chain [dead (503 fast), ok]: every request fails over once; breaker never opens."""
+    async with _ccr_client(
+        args, chain=(DEAD_TARGET, OK_TARGET), breaker_failure_threshold=10**9
+    ) as client:
+        one = _route_one(client, args)
+
+        async def checked() -> Any:
+            result = await one()
+            if result.model != OK_TARGET or len(result.attempts) != 2:
+                raise RuntimeError(f"expected one fallback, got {result.attempts}")
+            return result
+
+        yield checked
+
+
+@scenario("route_circuit_open")
+async def route_circuit_open(args: argparse.Namespace) -> AsyncIterator[One]:
+    """Chain [dead, ok] with dead's circuit open: skipped without a network call."""
+    async with _ccr_client(
+        args, chain=(DEAD_TARGET, OK_TARGET), breaker_cooldown=10**6
+    ) as client:
+        client._breaker.force_open(DEAD_TARGET)
+        one = _route_one(client, args)
+        before = await _server_stats(args.url)
+
+        async def checked() -> Any:
+            result = await one()
+            if result.attempts[0].outcome != "skipped":
+                raise RuntimeError(f"expected a skipped first target, got {result.attempts}")
+            return result
+
+        yield checked
+        after = await _server_stats(args.url)
+        EXTRA["calls_to_open_target"] = after.get(DEAD_TARGET, 0) - before.get(DEAD_TARGET, 0)
+
+
+# --- quota against real Redis -----------------------------------------------------------
+
+# A small check-and-increment: the "raw EVALSHA" of the reference figures.
+CHECK_AND_INCR = """
+local used = tonumber(redis.call('GET', KEYS[1])) or 0
+local n = tonumber(ARGV[1])
+if used + n > tonumber(ARGV[2]) then return 0 end
+redis.call('INCRBY', KEYS[1], n)
+redis.call('EXPIRE', KEYS[1], 86400)
+return 1
+"""
+
+
+def _redis_client(url: str) -> Any:
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    # The same fail-fast options as RedisQuotaStore.from_url.
+    return Redis.from_url(
+        url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
+
+
+async def _command_calls(client: Any) -> int:
+    """Commands Redis has executed (INFO commandstats), INFO itself excluded."""
+    stats = await client.info("commandstats")
+    return sum(
+        int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_") and k != "cmdstat_info"
+    )
+
+
+@contextlib.asynccontextmanager
+async def _counting_redis(args: argparse.Namespace) -> AsyncIterator[Any]:
+    client = _redis_client(args.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@scenario("redis_evalsha")
+async def redis_evalsha(args: argparse.Namespace) -> AsyncIterator[One]:
+    """Raw redis.asyncio EVALSHA of a small check-and-increment script."""
+    async with _counting_redis(args) as client:
+        script = client.register_script(CHECK_AND_INCR)
+        key = "bench:raw:{bench}:used"
+
+        async def one() -> Any:
+            return await script(keys=[key], args=[17, 10**15])
+
+        yield one
+
+
+def _quota_manager(args: argparse.Namespace) -> Any:
+    from ccr import CCRSettings, QuotaManager, RedisQuotaStore
+    from ccr._clock import SYSTEM_CLOCK
+
+    _apply_patches(args.patch)
+    settings = CCRSettings(daily_token_limit=10**15)
+    store = RedisQuotaStore.from_url(args.redis_url)
+    return QuotaManager(
+        store, settings=settings, limit_for=lambda _w: 10**15, clock=SYSTEM_CLOCK
+    )
+
+
+@scenario("quota_redis")
+async def quota_redis(args: argparse.Namespace) -> AsyncIterator[One]:
+    """QuotaManager.reserve + settle against real Redis (one request's quota work)."""
+    manager = _quota_manager(args)
+    async with _counting_redis(args) as counter:
+        try:
+
+            async def one() -> Any:
+                reservation = await manager.reserve(WORKSPACE, 300)
+                if not reservation.checked:
+                    raise RuntimeError("the quota store was not reached")
+                return await manager.settle(reservation, 17)
+
+            yield one
+            # Round trips per request, counted by Redis itself over a short separate run.
+            before = await _command_calls(counter)
+            for _ in range(50):
+                await one()
+            after = await _command_calls(counter)
+            EXTRA["redis_commands_per_request"] = (after - before) / 50
+        finally:
+            await manager.aclose()
+
+
+@scenario("route_redis_roundtrips")
+async def route_redis_roundtrips(args: argparse.Namespace) -> AsyncIterator[One]:
+    """route_request with the Redis quota; reports Redis commands per request."""
+    async with _ccr_client(args, redis=True) as client, _counting_redis(args) as counter:
+        one = _route_one(client, args)
+        yield one
+        before = await _command_calls(counter)
+        for _ in range(50):
+            await one()
+        after = await _command_calls(counter)
+        EXTRA["redis_commands_per_request"] = (after - before) / 50
+
+
+# --- LiteLLM (optional, runs in its own virtualenv) -------------------------------------
+
+
+def _litellm_model_list(args: argparse.Namespace, *, dead: bool) -> list[dict[str, Any]]:
+    def deployment(name: str, model: str) -> dict[str, Any]:
+        return {
+            "model_name": name,
+            "litellm_params": {
+                "model": f"anthropic/{model}",
+                "api_base": args.url,
+                "api_key": "sk-bench",
+            },
+        }
+
+    models = [deployment("ok", OK_TARGET)]
+    if dead:
+        models.insert(0, deployment("dead", DEAD_TARGET))
+    return models
+
+
+def _quiet_litellm() -> Any:
+    import logging
+
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    litellm.set_verbose = False
+    logging.getLogger("LiteLLM").setLevel(logging.ERROR)
+    logging.getLogger("LiteLLM Router").setLevel(logging.ERROR)
+    return litellm
+
+
+@scenario("litellm_acompletion")
+async def litellm_acompletion(args: argparse.Namespace) -> AsyncIterator[One]:
+    """litellm.acompletion to the fake as an Anthropic endpoint."""
+    litellm = _quiet_litellm()
+    messages = [{"role": "user", "content": PROMPT}]
+
+    async def one() -> Any:
+        return await litellm.acompletion(
+            model=f"anthropic/{OK_TARGET}",
+            api_base=args.url,
+            api_key="sk-bench",
+            messages=messages,
+            max_tokens=MAX_TOKENS,
+        )
+
+    yield one
+
+
+@scenario("litellm_router")
+async def litellm_router(args: argparse.Namespace) -> AsyncIterator[One]:
+    """LiteLLM Router with a fallback configured (never needed: the first answers)."""
+    _quiet_litellm()
+    from litellm import Router
+
+    router = Router(
+        model_list=_litellm_model_list(args, dead=True),
+        fallbacks=[{"ok": ["dead"]}],
+        num_retries=0,
+    )
+    messages = [{"role": "user", "content": PROMPT}]
+
+    async def one() -> Any:
+        return await router.acompletion(model="ok", messages=messages, max_tokens=MAX_TOKENS)
+
+    yield one
+
+
+@scenario("litellm_router_fallback")
+async def litellm_router_fallback(args: argparse.Namespace) -> AsyncIterator[One]:
+    """LiteLLM Router whose first deployment answers 503: every request falls back."""
+    _quiet_litellm()
+    from litellm import Router
+
+    router = Router(
+        model_list=_litellm_model_list(args, dead=True),
+        fallbacks=[{"dead": ["ok"]}],
+        num_retries=0,
+        allowed_fails=10**9,  # keep the dead deployment in rotation, like our breaker setting
+        cooldown_time=0,
+    )
+    messages = [{"role": "user", "content": PROMPT}]
+
+    async def one() -> Any:
+        return await router.acompletion(model="dead", messages=messages, max_tokens=MAX_TOKENS)
+
+    yield one
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+EXTRA: dict[str, Any] = {}
+
+
+def _auth(args: argparse.Namespace) -> dict[str, str]:
+    return {"x-api-key": args.api_key} if args.api_key else {}
+
+
+async def _server_stats(url: str) -> dict[str, int]:
+    """Requests per model seen by the benchmark server (raw socket: no client library)."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"GET /__stats HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        raw = await reader.read()
+    finally:
+        writer.close()
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    return json.loads(body) if body else {}
+
+
+def _apply_patches(names: str | None) -> None:
+    if names:
+        import _patches
+
+        for name in names.split(","):
+            _patches.apply(name)
+
+
+async def _run(one: One, requests: int, concurrency: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    perf = time.perf_counter
+    if concurrency <= 1:
+        cpu0, wall0 = time.process_time(), perf()
+        for _ in range(requests):
+            t0 = perf()
+            await one()
+            latencies.append(perf() - t0)
+        cpu1, wall1 = time.process_time(), perf()
+    else:
+        remaining = requests
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                t0 = perf()
+                await one()
+                latencies.append(perf() - t0)
+
+        cpu0, wall0 = time.process_time(), perf()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        cpu1, wall1 = time.process_time(), perf()
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "requests": n,
+        "cpu_us": (cpu1 - cpu0) / n * 1e6,
+        "p50_us": statistics.median(latencies) * 1e6,
+        "p99_us": latencies[min(n - 1, int(n * 0.99))] * 1e6,
+        "rps": n / (wall1 - wall0),
+        "wall_s": wall1 - wall0,
+    }
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    factory = SCENARIOS[args.scenario]
+    async with factory(args) as one:
+        await _run(one, args.warmup, args.concurrency)
+        gc.collect()
+        result = await _run(one, args.requests, args.concurrency)
+    result.update(scenario=args.scenario, concurrency=args.concurrency, **EXTRA)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--url", default="")
+    parser.add_argument("--redis-url", default="")
+    parser.add_argument("--api-key", default="")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--cpu", type=int, default=None, help="pin this process to a CPU")
+    parser.add_argument("--patch", default="", help="benchmarks/_patches.py prototypes to apply")
+    parser.add_argument(
+        "--request-model", action="store_true", help="pass a RouteRequest, not a dict"
+    )
+    args = parser.parse_args()
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {args.cpu})
+    result = asyncio.run(_main(args))
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
