@@ -63,7 +63,15 @@ def integration(session: nox.Session) -> None:
 def integration_ccr2(session: nox.Session) -> None:
     """The integration suite against CCR 2.0.0."""
     _install(session, "test")
-    session.run("pytest", "tests/integration", "-m", "integration", "--ccr-version", "2.0.0", *session.posargs)
+    session.run(
+        "pytest",
+        "tests/integration",
+        "-m",
+        "integration",
+        "--ccr-version",
+        "2.0.0",
+        *session.posargs,
+    )
 
 
 @nox.session

@@ -8,6 +8,8 @@ with a circuit breaker, and emit OpenTelemetry spans and Prometheus metrics.
         result = await client.route_request({"workspace_id": "acme", "prompt": "Hi"})
 """
 
+import logging
+
 from ccr._client import CCRClient
 from ccr._clock import Clock, FakeClock, SystemClock
 from ccr._errors import (
@@ -46,6 +48,9 @@ from ccr._quota import MemoryQuotaStore, QuotaManager, QuotaStore, RedisQuotaSto
 from ccr._settings import CCRSettings
 from ccr._telemetry import metrics_app, traced
 from ccr._version import __version__
+
+# A library logs, the application decides where it goes (no "last resort" stderr).
+logging.getLogger("ccr").addHandler(logging.NullHandler())
 
 __all__ = [
     "AllTargetsFailed",

@@ -176,6 +176,4 @@ class CircuitBreaker:
             self._on_change(target, state)
         except Exception as exc:
             # Only the class: a broken exporter's message is not ours to print.
-            logger.warning(
-                "circuit breaker on_change callback raised %s; ignored", type(exc).__name__
-            )
+            logger.warning("circuit breaker on_change callback raised %s; ignored", type(exc).__name__)

@@ -217,7 +217,8 @@ class CCRClient:
         try:
             # reserve
             reservation = await self._quota_step(
-                observers, "reserve",
+                observers,
+                "reserve",
                 self.quota.reserve(request.workspace_id, reservation_estimate(request)),
             )
             if not reservation.admitted:
@@ -266,9 +267,7 @@ class CCRClient:
         used = usage.total_tokens if usage is not None else reservation.tokens
         return await self._quota_step(observers, "settle", self.quota.settle(reservation, used))
 
-    async def _quota_step(
-        self, observers: Sequence[RouteObserver], op: QuotaOp, step: Awaitable[_T]
-    ) -> _T:
+    async def _quota_step(self, observers: Sequence[RouteObserver], op: QuotaOp, step: Awaitable[_T]) -> _T:
         for observer in observers:
             guard(observer.on_quota_start, op)
         value = await step
@@ -378,15 +377,10 @@ def _default_http_client(settings: CCRSettings) -> httpx.AsyncClient:
 
 
 def _provider_keys(config: Mapping[str, Any]) -> list[str]:
-    """Provider api keys in a CCR config: learned only so they can be redacted."""
-    keys = []
-    for key in ("APIKEY",):
-        if isinstance(config.get(key), str):
-            keys.append(config[key])
-    for provider in config.get("Providers") or config.get("providers") or []:
-        if isinstance(provider, dict) and isinstance(provider.get("api_key"), str):
-            keys.append(provider["api_key"])
-    return keys
+    """Secrets in a CCR config (APIKEY, provider api keys): learned only to redact them."""
+    providers = config.get("Providers") or config.get("providers") or []
+    candidates = [config.get("APIKEY")] + [p.get("api_key") for p in providers if isinstance(p, dict)]
+    return [key for key in candidates if isinstance(key, str)]
 
 
 def _result(
@@ -403,11 +397,22 @@ def _result(
         "alternatives": list(decision.chain[1:]),
         "context": request.context,
         "latency_ms": (time.perf_counter() - started) * 1000.0,
-        "model": None, "provider": None, "attempts": [], "fallback_used": False,
-        "fallback_attempts": [], "usage": None, "content": None, "response": None,
-        "error": None, "error_message": None, "quota": None, "quota_checked": True,
-        "quota_warning": False, "quota_remaining_percentage": None,
-        "remaining_tokens": None, "dry_run": False,
+        "model": None,
+        "provider": None,
+        "attempts": [],
+        "fallback_used": False,
+        "fallback_attempts": [],
+        "usage": None,
+        "content": None,
+        "response": None,
+        "error": None,
+        "error_message": None,
+        "quota": None,
+        "quota_checked": True,
+        "quota_warning": False,
+        "quota_remaining_percentage": None,
+        "remaining_tokens": None,
+        "dry_run": False,
     }
     base.update(fields)
     return RouteResult.model_construct(**base)
@@ -438,8 +443,14 @@ def _rejected(
             f"this call may need up to {reservation.tokens}"
         )
     return _result(
-        request, decision, started, success=False, error=error, error_message=message,
-        quota_checked=reservation.checked, **_quota_fields(reservation.status),
+        request,
+        decision,
+        started,
+        success=False,
+        error=error,
+        error_message=message,
+        quota_checked=reservation.checked,
+        **_quota_fields(reservation.status),
     )
 
 
@@ -463,11 +474,23 @@ def _routed(
     reply = outcome.reply
     if reply is not None and outcome.target is not None:
         return _result(
-            request, decision, started, success=True,
-            model=outcome.target, provider=split_target(outcome.target)[0],
-            usage=reply.usage, content=reply.content, response=reply.body, **fields,
+            request,
+            decision,
+            started,
+            success=True,
+            model=outcome.target,
+            provider=split_target(outcome.target)[0],
+            usage=reply.usage,
+            content=reply.content,
+            response=reply.body,
+            **fields,
         )
     return _result(
-        request, decision, started, success=False,
-        error=outcome.error, error_message=outcome.error_message, **fields,
+        request,
+        decision,
+        started,
+        success=False,
+        error=outcome.error,
+        error_message=outcome.error_message,
+        **fields,
     )

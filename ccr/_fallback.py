@@ -86,7 +86,9 @@ async def run_chain(
     last, deadline_hit = state.last, state.deadline_hit
     if deadline_hit:
         outcome.error = ErrorCode.DEADLINE_EXCEEDED
-        outcome.error_message = f"the deadline of {call.deadline:g} s ran out after {len(outcome.attempts)} attempt(s)"
+        outcome.error_message = (
+            f"the deadline of {call.deadline:g} s ran out after {len(outcome.attempts)} attempt(s)"
+        )
     else:
         outcome.error = ErrorCode.ALL_TARGETS_FAILED
         detail = f" (last: {last.error_type})" if last is not None else ""
@@ -117,8 +119,12 @@ async def _walk(
     for index, target in enumerate(chain):
         if obey_breaker and not breaker.allow(target):
             skipped = Attempt.model_construct(
-                target=target, outcome=AttemptOutcome.SKIPPED, status_code=None,
-                error_type="circuit_open", latency_ms=0.0, error_message=None,
+                target=target,
+                outcome=AttemptOutcome.SKIPPED,
+                status_code=None,
+                error_type="circuit_open",
+                latency_ms=0.0,
+                error_message=None,
             )
             outcome.attempts.append(skipped)
             for observer in observers:
@@ -133,8 +139,13 @@ async def _walk(
         bounded_by_deadline = left < limit
         provider, model = split_target(target)
         start = AttemptStart(
-            target=target, provider=provider, model=model, index=index, request=request,
-            server_address=call.server_address, server_port=call.server_port,
+            target=target,
+            provider=provider,
+            model=model,
+            index=index,
+            request=request,
+            server_address=call.server_address,
+            server_port=call.server_port,
         )
         headers = dict(call.headers)
         for observer in observers:
@@ -146,15 +157,22 @@ async def _walk(
             )
         except asyncio.CancelledError as exc:
             cancelled = Attempt.model_construct(
-                target=target, outcome=AttemptOutcome.ERROR, status_code=None,
-                error_type="cancelled", latency_ms=0.0, error_message=None,
+                target=target,
+                outcome=AttemptOutcome.ERROR,
+                status_code=None,
+                error_type="cancelled",
+                latency_ms=0.0,
+                error_message=None,
             )
             for observer in observers:
                 guard(observer.on_attempt_end, AttemptEnd(start, cancelled, exception=exc))
             raise
         attempt = Attempt.model_construct(
-            target=target, outcome=reply.outcome, status_code=reply.status_code,
-            error_type=reply.error_type, latency_ms=reply.latency_ms,
+            target=target,
+            outcome=reply.outcome,
+            status_code=reply.status_code,
+            error_type=reply.error_type,
+            latency_ms=reply.latency_ms,
             error_message=reply.error_message,
         )
         outcome.attempts.append(attempt)
@@ -200,4 +218,3 @@ def _notify_end(
     )
     for observer in observers:
         guard(observer.on_attempt_end, end)
-

@@ -149,9 +149,7 @@ async def _probe_health(
         async for attempt in retrying:
             with attempt:
                 attempts = attempt.retry_state.attempt_number
-                latency_ms = await _health_once(
-                    http, url, headers, time_limit=time_limit, clock=clock
-                )
+                latency_ms = await _health_once(http, url, headers, time_limit=time_limit, clock=clock)
     except _NETWORK_ERRORS as exc:
         error_type = _error_type(exc)
         error = error_type if attempts == 1 else f"{error_type} after {attempts} attempts"
@@ -271,9 +269,7 @@ async def run_health_check(
     model_status: dict[str, ModelStatus] = {}
     if health.ok:
         async with asyncio.TaskGroup() as group:
-            extra = group.create_task(
-                _ccr_targets(http, base, headers, time_limit=settings.health_timeout)
-            )
+            extra = group.create_task(_ccr_targets(http, base, headers, time_limit=settings.health_timeout))
             probes = {
                 target: group.create_task(
                     _probe_model(
@@ -298,8 +294,7 @@ async def run_health_check(
         status = HealthStatus.UNHEALTHY
         error = "all_models_unavailable"
     elif (
-        health.latency_ms is not None
-        and health.latency_ms > settings.health_degraded_latency * 1000.0
+        health.latency_ms is not None and health.latency_ms > settings.health_degraded_latency * 1000.0
     ) or any(s is not ModelStatus.AVAILABLE for s in model_status.values()):
         status = HealthStatus.DEGRADED
     else:

@@ -81,9 +81,7 @@ class RouteObserver(Protocol):
 
     def on_quota_start(self, op: QuotaOp) -> None: ...
 
-    def on_quota_end(
-        self, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None
-    ) -> None: ...
+    def on_quota_end(self, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None) -> None: ...
 
     def on_attempt_start(self, start: AttemptStart, headers: dict[str, str]) -> None: ...
 
@@ -97,9 +95,7 @@ class RouteObserver(Protocol):
 class Hook(Protocol):
     """Created once per client; fans out to per-request observers."""
 
-    def on_route_start(
-        self, request: RouteRequest, decision: RouteDecision
-    ) -> RouteObserver | None: ...
+    def on_route_start(self, request: RouteRequest, decision: RouteDecision) -> RouteObserver | None: ...
 
     def on_health(self, report: HealthReport, duration_s: float) -> None: ...
 
@@ -118,9 +114,7 @@ class NullObserver:
     def on_quota_start(self, op: QuotaOp) -> None:
         return None
 
-    def on_quota_end(
-        self, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None
-    ) -> None:
+    def on_quota_end(self, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None) -> None:
         return None
 
     def on_attempt_start(self, start: AttemptStart, headers: dict[str, str]) -> None:
@@ -141,9 +135,7 @@ class NullHook:
 
     __slots__ = ()
 
-    def on_route_start(
-        self, request: RouteRequest, decision: RouteDecision
-    ) -> RouteObserver | None:
+    def on_route_start(self, request: RouteRequest, decision: RouteDecision) -> RouteObserver | None:
         return None
 
     def on_health(self, report: HealthReport, duration_s: float) -> None:

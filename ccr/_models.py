@@ -73,9 +73,7 @@ def validate_workspace_id(value: str) -> str:
 def validate_task(value: str) -> str:
     """Task names are free text from agents; keep them printable and bounded."""
     if not _TASK_RE.fullmatch(value):
-        raise ValueError(
-            "task must be 1-128 characters of [A-Za-z0-9._:/-], starting with a letter or digit"
-        )
+        raise ValueError("task must be 1-128 characters of [A-Za-z0-9._:/-], starting with a letter or digit")
     return value
 
 

@@ -53,9 +53,7 @@ class RoutingPolicy(BaseModel):
 
     @field_validator("chains")
     @classmethod
-    def _chains_non_empty(
-        cls, value: dict[Complexity, tuple[str, ...]]
-    ) -> dict[Complexity, tuple[str, ...]]:
+    def _chains_non_empty(cls, value: dict[Complexity, tuple[str, ...]]) -> dict[Complexity, tuple[str, ...]]:
         if not value:
             raise ValueError("at least one chain (low, standard or high) is required")
         for complexity, chain in value.items():

@@ -36,9 +36,7 @@ def reservation_estimate(request: RouteRequest) -> int:
 def decide(request: RouteRequest, policy: RoutingPolicy) -> RouteDecision:
     """Pick the chain for a request and say, in a sentence, which rule chose it."""
     estimated = estimate_tokens(request.prompt_text())
-    long_context = (
-        policy.long_context_threshold is not None and estimated > policy.long_context_threshold
-    )
+    long_context = policy.long_context_threshold is not None and estimated > policy.long_context_threshold
     chain: tuple[str, ...] | None = None
     if request.complexity is not None:
         complexity = request.complexity

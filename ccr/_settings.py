@@ -108,9 +108,7 @@ class CCRSettings(BaseSettings):
         if value is not None and not value.get_secret_value().startswith(
             ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
         ):
-            raise ValueError(
-                "redis_url must start with redis://, rediss://, unix:// or redis+cluster://"
-            )
+            raise ValueError("redis_url must start with redis://, rediss://, unix:// or redis+cluster://")
         return value
 
     def auth_headers(self) -> dict[str, str]:

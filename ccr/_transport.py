@@ -67,7 +67,13 @@ async def post_messages(
     except httpx.ConnectError as exc:
         return _failed("connect_error", started, exc, unreachable=True, message="CCR refused the connection")
     except httpx.ConnectTimeout as exc:
-        return _failed("connect_timeout", started, exc, unreachable=True, message="CCR did not accept a connection in time")
+        return _failed(
+            "connect_timeout",
+            started,
+            exc,
+            unreachable=True,
+            message="CCR did not accept a connection in time",
+        )
     except httpx.TimeoutException as exc:
         return _failed("timeout", started, exc, AttemptOutcome.TIMEOUT, "no answer in time")
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
@@ -86,43 +92,80 @@ def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> 
     if 200 <= status < 300:
         if body is None:
             return Reply(
-                AttemptOutcome.ERROR, status, "invalid_response", fall_back=True,
-                latency_ms=latency_ms, error_message="CCR answered 2xx with a body that is not a JSON object",
+                AttemptOutcome.ERROR,
+                status,
+                "invalid_response",
+                fall_back=True,
+                latency_ms=latency_ms,
+                error_message="CCR answered 2xx with a body that is not a JSON object",
             )
         if body.get("type") == "error" or "error" in body:
             return Reply(
-                AttemptOutcome.ERROR, status, "error_body", fall_back=True, latency_ms=latency_ms,
-                body=body, error_message=redactor.clean(_error_text(body)),
+                AttemptOutcome.ERROR,
+                status,
+                "error_body",
+                fall_back=True,
+                latency_ms=latency_ms,
+                body=body,
+                error_message=redactor.clean(_error_text(body)),
             )
         content = body.get("content")
         if not isinstance(content, list):
             return Reply(
-                AttemptOutcome.ERROR, status, "invalid_response", fall_back=True,
-                latency_ms=latency_ms, error_message="CCR answered 2xx without a content list",
+                AttemptOutcome.ERROR,
+                status,
+                "invalid_response",
+                fall_back=True,
+                latency_ms=latency_ms,
+                error_message="CCR answered 2xx without a content list",
             )
         return Reply(
-            AttemptOutcome.SUCCESS, status, latency_ms=latency_ms, body=body,
-            usage=parse_usage(body.get("usage")), content=_text_of(content),
+            AttemptOutcome.SUCCESS,
+            status,
+            latency_ms=latency_ms,
+            body=body,
+            usage=parse_usage(body.get("usage")),
+            content=_text_of(content),
         )
     message = redactor.clean(_error_text(body) if body is not None else raw[:300].decode("utf-8", "replace"))
     error_type = f"http_{status}"
     if status in _FALL_BACK_STATUSES or status >= 500:
-        return Reply(AttemptOutcome.ERROR, status, error_type, fall_back=True, latency_ms=latency_ms,
-                     body=body, error_message=message)
+        return Reply(
+            AttemptOutcome.ERROR,
+            status,
+            error_type,
+            fall_back=True,
+            latency_ms=latency_ms,
+            body=body,
+            error_message=message,
+        )
     stop = ErrorCode.UNAUTHORIZED if status in _UNAUTHORIZED_STATUSES else ErrorCode.INVALID_REQUEST
-    return Reply(AttemptOutcome.ERROR, status, error_type, stop_code=stop, latency_ms=latency_ms,
-                 body=body, error_message=message)
+    return Reply(
+        AttemptOutcome.ERROR,
+        status,
+        error_type,
+        stop_code=stop,
+        latency_ms=latency_ms,
+        body=body,
+        error_message=message,
+    )
 
 
 def parse_usage(raw: Any) -> Usage | None:
     """Usage as CCR reported it, or None when it is missing or not believable."""
     if not isinstance(raw, dict):
         return None
-    tokens_in, tokens_out = raw.get("input_tokens"), raw.get("output_tokens")
-    for value in (tokens_in, tokens_out):
-        if type(value) is not int or not 0 <= value <= MAX_BELIEVABLE_TOKENS:
-            return None
+    tokens_in, tokens_out = _count(raw.get("input_tokens")), _count(raw.get("output_tokens"))
+    if tokens_in is None or tokens_out is None:
+        return None
     return Usage.model_construct(input_tokens=tokens_in, output_tokens=tokens_out)
+
+
+def _count(value: Any) -> int | None:
+    """A token count, if it is a believable whole number (bools and floats are not)."""
+    if type(value) is int and 0 <= value <= MAX_BELIEVABLE_TOKENS:
+        return value
+    return None
 
 
 def _failed(

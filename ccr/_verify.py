@@ -198,9 +198,7 @@ class VerifyReport(BaseModel):
         )
         properties = ElementTree.SubElement(suite, "properties")
         ElementTree.SubElement(properties, "property", name="ccr.url", value=self.url)
-        ElementTree.SubElement(
-            properties, "property", name="requests_sent", value=str(self.requests_sent)
-        )
+        ElementTree.SubElement(properties, "property", name="requests_sent", value=str(self.requests_sent))
         for result in self.checks:
             case = ElementTree.SubElement(
                 suite,
@@ -294,9 +292,7 @@ class _Run:
             self.store_label = "Redis store"
         else:
             self.store_label = "memory store"
-        self.client = CCRClient(
-            settings, policy=policy, http_client=http, quota_store=quota_store, hooks=[]
-        )
+        self.client = CCRClient(settings, policy=policy, http_client=http, quota_store=quota_store, hooks=[])
         self.suffix = secrets.token_hex(4)
         self.quota_workspace = f"ccr-verify-{self.suffix}"
         self.route_workspace = f"ccr-verify-{self.suffix}-routes"
@@ -316,14 +312,15 @@ class _Run:
                 self.policy = await self.client.load_policy()
             except ConfigurationError as exc:
                 self.policy_error = str(exc)
-        results.append(await self._timed("targets_answer", self.check_targets))
-        for complexity in Complexity:
-            results.append(
-                await self._timed(f"route_{complexity.value}", self.route_check(complexity))
-            )
-        results.append(await self._timed("fallback", self.check_fallback))
-        results.append(await self._timed("quota", self.check_quota))
-        results.append(await self._timed("telemetry", self.check_telemetry))
+        steps: list[tuple[str, Callable[[], Awaitable[tuple[CheckStatus, str]]]]] = [
+            ("targets_answer", self.check_targets),
+            *((f"route_{c.value}", self.route_check(c)) for c in Complexity),
+            ("fallback", self.check_fallback),
+            ("quota", self.check_quota),
+            ("telemetry", self.check_telemetry),
+        ]
+        for name, check in steps:
+            results.append(await self._timed(name, check))
         return VerifyReport(
             url=self.settings.url,
             checks=results,
@@ -337,9 +334,7 @@ class _Run:
         cleaned = self.client._redactor.clean(text, limit=_DETAIL_LIMIT)
         return self.redactor.clean(cleaned, limit=_DETAIL_LIMIT) or ""
 
-    async def _timed(
-        self, name: str, check: Callable[[], Awaitable[tuple[CheckStatus, str]]]
-    ) -> CheckResult:
+    async def _timed(self, name: str, check: Callable[[], Awaitable[tuple[CheckStatus, str]]]) -> CheckResult:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(_CHECK_TIMEOUT):
@@ -349,9 +344,7 @@ class _Run:
         except Exception as exc:  # a check must never take the others down
             status, detail = CheckStatus.FAIL, f"unexpected error: {type(exc).__name__}: {exc}"
         duration_ms = (time.perf_counter() - started) * 1000.0
-        return CheckResult(
-            name=name, status=status, detail=self.clean(detail), duration_ms=duration_ms
-        )
+        return CheckResult(name=name, status=status, detail=self.clean(detail), duration_ms=duration_ms)
 
     def _needs_ccr(self) -> tuple[CheckStatus, str] | None:
         if not self.reachable:
@@ -444,9 +437,7 @@ class _Run:
 
     # --- 3. route_<complexity> --------------------------------------------------------
 
-    def route_check(
-        self, complexity: Complexity
-    ) -> Callable[[], Awaitable[tuple[CheckStatus, str]]]:
+    def route_check(self, complexity: Complexity) -> Callable[[], Awaitable[tuple[CheckStatus, str]]]:
         async def check() -> tuple[CheckStatus, str]:
             blocked = self._needs_ccr() or self._needs_policy()
             if blocked is not None:
@@ -490,7 +481,9 @@ class _Run:
                 CheckStatus.FAIL,
                 "no policy target answered, so there is nothing to fall back to",
             )
-        working = self.working[0]
+        assert self.policy is not None
+        preferred = self.policy.chains[self.policy.default_complexity]
+        working = next((t for t in preferred if t in self.working), self.working[0])
         policy = RoutingPolicy(chains={Complexity.STANDARD: (UNKNOWN_TARGET, working)})
         client = CCRClient(
             self.settings,
@@ -555,8 +548,7 @@ class _Run:
         )
         if store == "memory store":
             detail += (
-                " (memory: no --redis-url / CCR_REDIS_URL, so only this process's "
-                "bookkeeping was checked)"
+                " (memory: no --redis-url / CCR_REDIS_URL, so only this process's bookkeeping was checked)"
             )
         return CheckStatus.PASS, detail
 
@@ -626,11 +618,7 @@ def _route_failure(result: RouteResult, *, expected: str) -> str:
     tried = "; ".join(
         f"{a.target}: {a.outcome.value}"
         + (f" {a.error_type}" if a.error_type else "")
-        + (
-            f" (status {a.status_code})"
-            if a.status_code and a.outcome is not AttemptOutcome.SUCCESS
-            else ""
-        )
+        + (f" (status {a.status_code})" if a.status_code and a.outcome is not AttemptOutcome.SUCCESS else "")
         for a in result.attempts
     )
     if result.success:

@@ -29,6 +29,4 @@ def store_from_settings(settings: CCRSettings) -> QuotaStore:
     """Redis (or Cluster) if ``redis_url`` is set, else the in-process memory store."""
     if settings.redis_url is None:
         return MemoryQuotaStore()
-    return RedisQuotaStore.from_url(
-        settings.redis_url.get_secret_value(), timeout=settings.quota_timeout
-    )
+    return RedisQuotaStore.from_url(settings.redis_url.get_secret_value(), timeout=settings.quota_timeout)

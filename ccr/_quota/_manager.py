@@ -11,6 +11,7 @@ moment the store answers again.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -110,10 +111,12 @@ class QuotaManager:
         self._lowest = self._thresholds[0] if self._thresholds else None
         self._fail_closed = settings.quota_fail_mode == "closed"
         self._hold = float(settings.reservation_ttl)
-        self._calendar = QuotaCalendar(
-            settings.quota_timezone, margin=settings.reservation_ttl + KEY_MARGIN
-        )
+        self._calendar = QuotaCalendar(settings.quota_timezone, margin=settings.reservation_ttl + KEY_MARGIN)
         self._store_down = False
+        # Reservation ids: a random per-manager prefix (unique across processes) and a
+        # counter, cheaper than a urandom call per request.
+        self._id_prefix = secrets.token_hex(8) + "-"
+        self._id_counter = itertools.count(1)
 
     @property
     def store(self) -> QuotaStore:
@@ -131,7 +134,7 @@ class QuotaManager:
         _check_tokens("tokens", tokens)
         now = self._clock.now()
         day = self._calendar.today(now)
-        reservation_id = secrets.token_hex(8)
+        reservation_id = f"{self._id_prefix}{next(self._id_counter):x}"
         timestamp = now.timestamp()
         default_limit = self._limit_for(workspace_id)
         try:
@@ -269,9 +272,7 @@ class QuotaManager:
             batch = candidates[start : start + _LIST_CONCURRENCY]
             counts = await self._admin("list", self._counts_of(batch, day, timestamp))
             statuses.extend(
-                self._status(w, day, c)
-                for w, c in zip(batch, counts, strict=True)
-                if c.used or c.reserved
+                self._status(w, day, c) for w, c in zip(batch, counts, strict=True) if c.used or c.reserved
             )
         return statuses
 
@@ -332,9 +333,7 @@ class QuotaManager:
             result = await step
         except _STORE_ERRORS as exc:
             self._store_failed(op, exc)
-            raise QuotaUnavailable(
-                f"the quota store could not be reached ({type(exc).__name__})"
-            ) from exc
+            raise QuotaUnavailable(f"the quota store could not be reached ({type(exc).__name__})") from exc
         self._store_ok()
         return result
 

@@ -179,9 +179,7 @@ class RedisQuotaStore:
                 PURGE_BATCH,
             ),
         )
-        return QuotaCounts(
-            int(reply[1]), int(reply[2]), _limit_reply(reply[3]), admitted=bool(int(reply[0]))
-        )
+        return QuotaCounts(int(reply[1]), int(reply[2]), _limit_reply(reply[3]), admitted=bool(int(reply[0])))
 
     async def settle(
         self,
@@ -223,9 +221,7 @@ class RedisQuotaStore:
             crossed=self._thresholds(reply, thresholds),
         )
 
-    async def release(
-        self, workspace_id: str, day: str, reservation_id: str, *, now: float
-    ) -> None:
+    async def release(self, workspace_id: str, day: str, reservation_id: str, *, now: float) -> None:
         prefix = day_prefix(workspace_id, day)
         await self._run(
             self._release,

@@ -76,9 +76,7 @@ class QuotaStore(Protocol):
         """Drop the reservation, add the real usage, report newly crossed thresholds."""
         ...
 
-    async def release(
-        self, workspace_id: str, day: str, reservation_id: str, *, now: float
-    ) -> None:
+    async def release(self, workspace_id: str, day: str, reservation_id: str, *, now: float) -> None:
         """Drop the reservation (the call failed); unknown ids are ignored."""
         ...
 
@@ -226,9 +224,7 @@ class MemoryQuotaStore:
                     crossed.append(threshold)
         return QuotaCounts(counts.used, counts.reserved, limit, crossed=tuple(crossed))
 
-    async def release(
-        self, workspace_id: str, day: str, reservation_id: str, *, now: float
-    ) -> None:
+    async def release(self, workspace_id: str, day: str, reservation_id: str, *, now: float) -> None:
         counts = self._existing(workspace_id, day, now)
         if counts is not None:
             counts.drop(reservation_id)

@@ -81,9 +81,9 @@ def default_hooks(
     application installs the SDK, and Prometheus metrics just sit in ``registry``
     (default: the global ``REGISTRY``) until something scrapes them.
     """
-    from ccr._telemetry._otel_metrics import OTelMetricsHook  # noqa: PLC0415
-    from ccr._telemetry._prometheus import PrometheusHook  # noqa: PLC0415
-    from ccr._telemetry._tracing import TracingHook  # noqa: PLC0415
+    from ccr._telemetry._otel_metrics import OTelMetricsHook
+    from ccr._telemetry._prometheus import PrometheusHook
+    from ccr._telemetry._tracing import TracingHook
 
     address, port = server_address_of(settings.url)
     return [

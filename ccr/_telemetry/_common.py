@@ -22,6 +22,4 @@ def error_type_of(exc: BaseException) -> str:
 
 def is_cancelled(end: AttemptEnd) -> bool:
     """The caller cancelled this attempt: nothing failed, and its latency is not real."""
-    return end.attempt.error_type == "cancelled" or isinstance(
-        end.exception, asyncio.CancelledError
-    )
+    return end.attempt.error_type == "cancelled" or isinstance(end.exception, asyncio.CancelledError)

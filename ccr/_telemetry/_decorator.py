@@ -77,9 +77,7 @@ def _decorate(
         raise TypeError("@traced does not support generator functions")
     span_name = name or f"{func.__module__}.{func.__qualname__}"
     attrs = dict(attributes) if attributes else None
-    tracer = trace.get_tracer(
-        "ccr", __version__, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
-    )
+    tracer = trace.get_tracer("ccr", __version__, tracer_provider=tracer_provider, schema_url=SCHEMA_URL)
 
     if inspect.iscoroutinefunction(func):
         async_func = func
@@ -100,9 +98,7 @@ def _decorate(
 
 
 @contextlib.contextmanager
-def _current_span(
-    tracer: Tracer, name: str, attributes: dict[str, AttributeValue] | None
-) -> Iterator[None]:
+def _current_span(tracer: Tracer, name: str, attributes: dict[str, AttributeValue] | None) -> Iterator[None]:
     """The span is current inside; only ``Exception`` marks it failed (see module doc)."""
     with tracer.start_as_current_span(
         name, attributes=attributes, record_exception=False, set_status_on_exception=False

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def metrics_app(registry: CollectorRegistry | None = None) -> ASGIApp:
     """An ASGI app answering the exposition of ``registry`` at any path (mount it)."""
-    from prometheus_client import REGISTRY, make_asgi_app  # noqa: PLC0415
+    from prometheus_client import REGISTRY, make_asgi_app
 
     app: ASGIApp = make_asgi_app(registry=registry if registry is not None else REGISTRY)
     return app
@@ -72,7 +72,7 @@ def serve_metrics(
     port: int, *, host: str = "127.0.0.1", registry: CollectorRegistry | None = None
 ) -> MetricsServer:
     """Serve the exposition on a daemon thread; ``port=0`` picks a free port (see ``.port``)."""
-    from prometheus_client import REGISTRY, start_http_server  # noqa: PLC0415
+    from prometheus_client import REGISTRY, start_http_server
 
     server, thread = start_http_server(
         port, addr=host, registry=registry if registry is not None else REGISTRY

@@ -45,9 +45,7 @@ class OTelMetricsHook:
     __slots__ = ("_duration", "_observer", "_tokens")
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
-        meter = metrics.get_meter(
-            "ccr", __version__, meter_provider=meter_provider, schema_url=SCHEMA_URL
-        )
+        meter = metrics.get_meter("ccr", __version__, meter_provider=meter_provider, schema_url=SCHEMA_URL)
         self._duration: Histogram = meter.create_histogram(
             "gen_ai.client.operation.duration",
             unit="s",
@@ -91,9 +89,7 @@ class _AttemptMetrics:
     def on_quota_start(self, op: QuotaOp) -> None:
         return None
 
-    def on_quota_end(
-        self, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None
-    ) -> None:
+    def on_quota_end(self, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None) -> None:
         return None
 
     def on_attempt_start(self, start: AttemptStart, headers: dict[str, str]) -> None:

@@ -12,6 +12,7 @@ Label values are bounded on purpose (Prometheus keeps one series per combination
 * ``reason``/``outcome`` are the attempt's ``error_type`` / ``AttemptOutcome`` values;
 * never a workspace id, a free-form task string or an error message.
 
+``ccr_health_status`` is NaN ("no data" in Grafana) until the first health check.
 ``ccr_circuit_open{target}`` is 1 while the breaker of that target is OPEN (requests are
 refused without a call) and 0 when CLOSED or HALF_OPEN (a trial request may go through).
 With several clients on one registry the last breaker change reported wins; the same goes
@@ -27,6 +28,8 @@ in plain dicts keyed by the label tuple (``.labels()`` takes a lock and validate
 
 from __future__ import annotations
 
+import math
+import os
 import threading
 from typing import TYPE_CHECKING, Final, TypeVar
 from weakref import WeakKeyDictionary
@@ -145,6 +148,10 @@ class _Metrics:
             registry=registry,
             multiprocess_mode="livemax",
         )
+        if not _multiprocess():
+            # Unknown until the first check: 0 would claim "healthy" for a process that
+            # never checked. (Multiprocess files aggregate with max, where NaN misbehaves.)
+            self.health_status.set(math.nan)
         self.health_duration = Histogram(
             "ccr_health_check_duration_seconds",
             "Duration of health checks, retries included.",
@@ -166,6 +173,11 @@ class _Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+
+
+def _multiprocess() -> bool:
+    """prometheus-client's multiprocess mode is on (it reads the same variable)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 _BUNDLES: WeakKeyDictionary[CollectorRegistry, _Metrics] = WeakKeyDictionary()
@@ -222,9 +234,7 @@ class _RouteMetrics:
     def on_quota_start(self, op: QuotaOp) -> None:
         return None
 
-    def on_quota_end(
-        self, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None
-    ) -> None:
+    def on_quota_end(self, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None) -> None:
         return None
 
     def on_attempt_start(self, start: AttemptStart, headers: dict[str, str]) -> None:

@@ -114,9 +114,7 @@ class TracingHook:
         self._server_address = server_address
         self._server_port = server_port
 
-    def on_route_start(
-        self, request: RouteRequest, decision: RouteDecision
-    ) -> RouteObserver | None:
+    def on_route_start(self, request: RouteRequest, decision: RouteDecision) -> RouteObserver | None:
         """Open ``ccr.route`` under whatever span the caller has current.
 
         Without an SDK and without an incoming trace there is nothing to record and
@@ -189,9 +187,7 @@ class _RouteTrace:
             _QUOTA_SPAN_NAMES[op], context=self._ctx, kind=SpanKind.INTERNAL
         )
 
-    def on_quota_end(
-        self, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None
-    ) -> None:
+    def on_quota_end(self, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None) -> None:
         span = self._quotas.pop(op, None)
         if span is None:
             return
@@ -264,9 +260,7 @@ class _RouteTrace:
             elif attempt.outcome is AttemptOutcome.SUCCESS:
                 attributes["ccr.attempt.outcome"] = attempt.outcome.value
                 if end.content is not None and self._hook._trace_content:
-                    attributes["gen_ai.output.messages"] = _output_messages(
-                        end.content, end.finish_reasons
-                    )
+                    attributes["gen_ai.output.messages"] = _output_messages(end.content, end.finish_reasons)
             else:
                 attributes["ccr.attempt.outcome"] = attempt.outcome.value
                 attributes["error.type"] = attempt.error_type or attempt.outcome.value

@@ -18,11 +18,23 @@ from ccr._version import __version__
 _COMMANDS = {
     "route": ("_route", "route one request and print the result"),
     "demo": ("_demo", "start a fake provider and a live CCR, show routing, fallback and quotas"),
-    "quota": ("_quota", "read and adjust per-workspace daily token quotas (exit codes for monitoring)"),
-    "health": ("_health", "check CCR health (exit 0 healthy, 1 degraded, 2 unhealthy, 3 bad input)"),
+    "quota": (
+        "_quota",
+        "read and adjust per-workspace daily token quotas (exit codes for monitoring)",
+    ),
+    "health": (
+        "_health",
+        "check CCR health (exit 0 healthy, 1 degraded, 2 unhealthy, 3 bad input)",
+    ),
     "metrics": ("_metrics", "serve the Prometheus metrics of this process"),
-    "verify": ("_verify", "run named checks against a live CCR (spends a handful of tiny requests)"),
-    "loadtest": ("_loadtest", "drive route_request against a live CCR and check latency thresholds"),
+    "verify": (
+        "_verify",
+        "run named checks against a live CCR (spends a handful of tiny requests)",
+    ),
+    "loadtest": (
+        "_loadtest",
+        "drive route_request against a live CCR and check latency thresholds",
+    ),
 }
 
 

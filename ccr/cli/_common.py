@@ -26,9 +26,13 @@ def fail_bad_input(message: str, code: int) -> int:
 def add_connection_arguments(parser: argparse.ArgumentParser, *, redis: bool = False) -> None:
     parser.add_argument("--url", help="CCR base URL (default: CCR_URL or http://127.0.0.1:3456)")
     parser.add_argument("--api-key", help="CCR api key (default: CCR_API_KEY); never printed")
-    parser.add_argument("--routing-file", help="routing policy file, TOML or JSON (default: CCR_ROUTING_FILE)")
+    parser.add_argument(
+        "--routing-file", help="routing policy file, TOML or JSON (default: CCR_ROUTING_FILE)"
+    )
     if redis:
-        parser.add_argument("--redis-url", help="quota store (default: CCR_REDIS_URL / REDIS_URL; unset = memory)")
+        parser.add_argument(
+            "--redis-url", help="quota store (default: CCR_REDIS_URL / REDIS_URL; unset = memory)"
+        )
 
 
 def settings_from(args: argparse.Namespace, **overrides: Any) -> CCRSettings:
@@ -64,5 +68,9 @@ def load_policy_file(settings: CCRSettings) -> Any:
 
 
 def print_json(value: BaseModel | dict[str, Any] | list[Any], redactor: Redactor | None = None) -> None:
-    text = value.model_dump_json(indent=2) if isinstance(value, BaseModel) else json.dumps(value, indent=2, default=str)
+    text = (
+        value.model_dump_json(indent=2)
+        if isinstance(value, BaseModel)
+        else json.dumps(value, indent=2, default=str)
+    )
     print(redactor.clean(text, limit=10_000_000) if redactor else text)

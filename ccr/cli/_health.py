@@ -16,7 +16,9 @@ _EXIT = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNHEALT
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_connection_arguments(parser)
-    parser.add_argument("--models", action="store_true", help="also probe every policy target (max_tokens=1 each)")
+    parser.add_argument(
+        "--models", action="store_true", help="also probe every policy target (max_tokens=1 each)"
+    )
     parser.add_argument("--json", action="store_true")
 
 
@@ -48,8 +50,10 @@ async def _check(settings: CCRSettings, policy: object, models: bool) -> HealthR
 
 def render(report: HealthReport) -> str:
     latency = f"{report.latency_ms:.0f} ms" if report.latency_ms is not None else "-"
-    lines = [f"CCR {report.status.value.upper()}  /health {latency}, {report.attempts} attempt(s)"
-             + (f", error: {report.error}" if report.error else "")]
+    lines = [
+        f"CCR {report.status.value.upper()}  /health {latency}, {report.attempts} attempt(s)"
+        + (f", error: {report.error}" if report.error else "")
+    ]
     for target in report.available_models:
         status = report.model_status.get(target)
         lines.append(f"  {target:<40} {status.value if status else ''}")

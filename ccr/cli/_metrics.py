@@ -18,8 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve = sub.add_parser("serve", help="serve /metrics on 127.0.0.1:PORT until interrupted")
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--multiprocess-dir", default=os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
-                       help="aggregate metrics written by other processes (default: PROMETHEUS_MULTIPROC_DIR)")
+    serve.add_argument(
+        "--multiprocess-dir",
+        default=os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+        help="aggregate metrics written by other processes (default: PROMETHEUS_MULTIPROC_DIR)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=args.multiprocess_dir)
+        multiprocess.MultiProcessCollector(registry, path=args.multiprocess_dir)  # type: ignore[no-untyped-call]
     server = serve_metrics(args.port, host=args.host, registry=registry)
     print(f"serving metrics on http://{args.host}:{args.port}/metrics (Ctrl-C to stop)", flush=True)
     try:

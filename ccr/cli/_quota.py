@@ -22,10 +22,16 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-url", help="quota store (default: CCR_REDIS_URL / REDIS_URL; unset = memory)")
-    parser.add_argument("--routing-file", help="policy file with per-workspace limits (default: CCR_ROUTING_FILE)")
+    parser.add_argument(
+        "--redis-url", help="quota store (default: CCR_REDIS_URL / REDIS_URL; unset = memory)"
+    )
+    parser.add_argument(
+        "--routing-file", help="policy file with per-workspace limits (default: CCR_ROUTING_FILE)"
+    )
     sub = parser.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
-    status = sub.add_parser("status", help="one workspace's budget (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)")
+    status = sub.add_parser(
+        "status", help="one workspace's budget (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)"
+    )
     status.add_argument("--workspace", required=True)
     status.add_argument("--json", action="store_true")
     listing = sub.add_parser("list", help="workspaces with usage today")
@@ -43,22 +49,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     policy = load_policy_file(settings)
-    action: Callable[[Any], Awaitable[int]]
-    if args.quota_command == "status":
-        workspace = _workspace(args.workspace)
-        action = lambda quota: _status(quota, workspace, args.json)  # noqa: E731
-    elif args.quota_command == "list":
-        action = lambda quota: _list(quota, args.json)  # noqa: E731
-    elif args.quota_command == "set-limit":
-        workspace = _workspace(args.workspace)
-        limit = None if args.tokens == "unlimited" else _tokens(args.tokens)
-        action = lambda quota: _done(quota.set_limit(workspace, limit), f"{workspace}: daily limit {args.tokens}")  # noqa: E731
-    elif args.quota_command == "set-used":
-        workspace, used = _workspace(args.workspace), _tokens(args.tokens)
-        action = lambda quota: _done(quota.set_used(workspace, used), f"{workspace}: used today {used}")  # noqa: E731
-    else:
-        workspace = _workspace(args.workspace)
-        action = lambda quota: _done(quota.reset(workspace), f"{workspace}: reset")  # noqa: E731
+    command = args.quota_command
+    workspace = "" if command == "list" else _workspace(args.workspace)
+
+    async def action(quota: Any) -> int:
+        if command == "status":
+            return await _status(quota, workspace, args.json)
+        if command == "list":
+            return await _list(quota, args.json)
+        if command == "set-limit":
+            await quota.set_limit(workspace, None if args.tokens == "unlimited" else _tokens(args.tokens))
+            print(f"{workspace}: daily limit {args.tokens}")
+        elif command == "set-used":
+            await quota.set_used(workspace, _tokens(args.tokens))
+            print(f"{workspace}: used today {args.tokens}")
+        else:
+            await quota.reset(workspace)
+            print(f"{workspace}: reset")
+        return OK
+
+    if command in {"set-limit", "set-used"} and args.tokens != "unlimited":
+        _tokens(args.tokens)  # bad input is reported before any store is touched
     return asyncio.run(_with_manager(settings, policy, action))
 
 
@@ -70,11 +81,16 @@ async def _with_manager(settings: CCRSettings, policy: Any, action: Callable[[An
         limit = policy.limit_for(workspace) if policy is not None else None
         return limit if limit is not None else settings.daily_token_limit
 
-    manager = QuotaManager(store_from_settings(settings), settings=settings, limit_for=limit_for, clock=SYSTEM_CLOCK)
+    manager = QuotaManager(
+        store_from_settings(settings), settings=settings, limit_for=limit_for, clock=SYSTEM_CLOCK
+    )
     try:
         return await action(manager)
     except QuotaUnavailable as exc:
-        print(f"QUOTA UNKNOWN - the quota store cannot be reached ({Redactor(settings.secrets()).clean(str(exc))})")
+        print(
+            "QUOTA UNKNOWN - the quota store cannot be reached "
+            f"({Redactor(settings.secrets()).clean(str(exc))})"
+        )
         return UNKNOWN
     finally:
         await manager.aclose()
@@ -90,7 +106,8 @@ async def _status(quota: Any, workspace: str, as_json: bool) -> int:
         limit = "unlimited" if status.daily_limit is None else f"{status.daily_limit}"
         print(
             f"QUOTA {label} - {workspace}: {status.used_today} of {limit} tokens used "
-            f"({status.used_percentage:.0%}), {status.reserved} reserved, resets {status.reset_at.isoformat()}"
+            f"({status.used_percentage:.0%}), {status.reserved} reserved, "
+            f"resets {status.reset_at.isoformat()}"
         )
     return code
 
@@ -103,13 +120,9 @@ async def _list(quota: Any, as_json: bool) -> int:
     print(f"{'workspace':<32} {'used':>12} {'limit':>12} {'reserved':>10} {'used%':>6}")
     for s in statuses:
         limit = "unlimited" if s.daily_limit is None else str(s.daily_limit)
-        print(f"{s.workspace_id:<32} {s.used_today:>12} {limit:>12} {s.reserved:>10} {s.used_percentage:>6.0%}")
-    return OK
-
-
-async def _done(step: Awaitable[None], message: str) -> int:
-    await step
-    print(message)
+        print(
+            f"{s.workspace_id:<32} {s.used_today:>12} {limit:>12} {s.reserved:>10} {s.used_percentage:>6.0%}"
+        )
     return OK
 
 

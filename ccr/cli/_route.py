@@ -74,11 +74,15 @@ def render(result: RouteResult) -> str:
     lines.append(f"    why: {result.routing_reason}")
     for attempt in result.attempts:
         detail = attempt.error_type or ""
-        lines.append(f"    - {attempt.target}: {attempt.outcome.value} {detail} {attempt.latency_ms:.0f} ms".rstrip())
+        lines.append(
+            f"    - {attempt.target}: {attempt.outcome.value} {detail} {attempt.latency_ms:.0f} ms".rstrip()
+        )
     if result.quota is not None:
         limit = result.quota.daily_limit
-        lines.append(f"    quota: {result.quota.used_today} used of {limit if limit is not None else 'unlimited'}"
-                     + ("  (WARNING)" if result.quota_warning else ""))
+        lines.append(
+            f"    quota: {result.quota.used_today} used of {limit if limit is not None else 'unlimited'}"
+            + ("  (WARNING)" if result.quota_warning else "")
+        )
     if result.content:
         lines.append("")
         lines.append(result.content)

@@ -119,9 +119,7 @@ class Behavior:
         return cls("fail_first", failures=n, status_code=code, text=text)
 
     @classmethod
-    def raw(
-        cls, status: int, body: bytes | str, content_type: str = "application/json"
-    ) -> Behavior:
+    def raw(cls, status: int, body: bytes | str, content_type: str = "application/json") -> Behavior:
         """Answer ``status`` with ``body`` verbatim (hostile or malformed responses)."""
         data = body.encode() if isinstance(body, str) else bytes(body)
         return cls("raw", status_code=status, body=data, content_type=content_type)
@@ -205,9 +203,7 @@ class FakeProvider:
     configuration, counters and :meth:`wait_for_calls` are safe from any thread.
     """
 
-    def __init__(
-        self, *, default: Behavior | None = None, host: str = LOOPBACK, port: int = 0
-    ) -> None:
+    def __init__(self, *, default: Behavior | None = None, host: str = LOOPBACK, port: int = 0) -> None:
         self._host = host
         self._requested_port = port
         self._port: int | None = None
@@ -352,7 +348,7 @@ class FakeProvider:
         model: str | None = None,
         n: int = 1,
         *,
-        timeout: float = 5.0,  # noqa: ASYNC109 - a bounded wait is the API tests want
+        timeout: float = 5.0,  # a bounded wait is the API tests want
     ) -> None:
         """Wait until ``model`` (or, with ``None``, all models together) got ``n`` requests.
 
@@ -393,9 +389,7 @@ class FakeProvider:
 
     # -- HTTP ------------------------------------------------------------------------
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -434,9 +428,7 @@ class FakeProvider:
 
         if path == HEALTH_PATH or path.startswith(HEALTH_PATH + "?"):
             if method != "GET":
-                await self._send(
-                    writer, 405, _error_body("method not allowed"), close=not keep_alive
-                )
+                await self._send(writer, 405, _error_body("method not allowed"), close=not keep_alive)
                 return keep_alive
             stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             await self._send_json(writer, 200, {"status": "ok", "timestamp": stamp}, keep_alive)
@@ -455,9 +447,7 @@ class FakeProvider:
             return keep_alive
         model = _model_of(body)
         if model is None:
-            await self._send(
-                writer, 400, _error_body("body needs a string model"), close=not keep_alive
-            )
+            await self._send(writer, 400, _error_body("body needs a string model"), close=not keep_alive)
             return keep_alive
 
         self._record(route, headers, body, model)
@@ -524,15 +514,12 @@ class FakeProvider:
         content_type: str = "application/json",
     ) -> None:
         reason = _REASONS.get(status, b"Unknown")
-        head = (
-            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n"
-            % (
-                status,
-                reason,
-                content_type.encode(),
-                len(body),
-                b"close" if close else b"keep-alive",
-            )
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n" % (
+            status,
+            reason,
+            content_type.encode(),
+            len(body),
+            b"close" if close else b"keep-alive",
         )
         writer.write(head + body)
         await writer.drain()
@@ -575,9 +562,7 @@ class FakeProvider:
             },
         }
 
-    def _messages_reply(
-        self, model: str, body: dict[str, Any], behavior: Behavior
-    ) -> dict[str, Any]:
+    def _messages_reply(self, model: str, body: dict[str, Any], behavior: Behavior) -> dict[str, Any]:
         model_part = model.split(",", 1)[-1]
         input_tokens, output_tokens = self._usage_for(model, body, anthropic=True)
         return {

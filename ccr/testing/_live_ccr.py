@@ -159,9 +159,7 @@ def install_ccr(
                     f"{tail(result.stderr or result.stdout, 25)}"
                 )
             if not _entry_point(staging).is_file():
-                raise HarnessError(
-                    f"{PACKAGE}@{version} installed but has no CLI at {_entry_point(staging)}"
-                )
+                raise HarnessError(f"{PACKAGE}@{version} installed but has no CLI at {_entry_point(staging)}")
             marker = {"version": version, "node": ".".join(map(str, tools.version))}
             (staging / _MARKER).write_text(json.dumps(marker), encoding="utf-8")
             if target.exists():
@@ -248,9 +246,7 @@ class LiveCCR:
             raise ValueError(f"not a version: {version!r}")
         self.version = version
         self.providers: list[dict[str, Any]] = [dict(p) for p in (providers or [])]
-        self.router: dict[str, Any] = (
-            dict(router) if router is not None else default_router(self.providers)
-        )
+        self.router: dict[str, Any] = dict(router) if router is not None else default_router(self.providers)
         self.api_key = api_key
         self.api_timeout_ms = api_timeout_ms
         self.cache_dir = cache_dir
@@ -386,14 +382,13 @@ class LiveCCR:
         """Install if needed, write the config, start CCR and wait for ``/health``."""
         if self._proc is not None:
             raise RuntimeError("LiveCCR already started")
-        node = find_node()
+        # CCR 2.x declares engines.node >= 20; 1.0.73 runs on 18 and later.
+        node = find_node(20 if not self.version.startswith(("0.", "1.")) else 18)
         self._cli = install_ccr(self.version, cache_dir=self.cache_dir, node=node)
         fresh_home = self._home is None
         if self._home is None:
             self._home = Path(tempfile.mkdtemp(prefix="ccr-home-"))
-            self._home_finalizer = weakref.finalize(
-                self, shutil.rmtree, str(self._home), ignore_errors=True
-            )
+            self._home_finalizer = weakref.finalize(self, shutil.rmtree, str(self._home), ignore_errors=True)
         if self._port is None:
             self._port = self._requested_port or free_port()
         try:
@@ -410,7 +405,11 @@ class LiveCCR:
         self._teardown(keep_home=False)
 
     def restart_sync(self) -> Self:
-        """Stop and start again on the same port with the same home and config."""
+        """Stop and start again on the same port and home.
+
+        The config is written again from :attr:`providers`, :attr:`router`,
+        :attr:`api_key` and :attr:`extra_config`, so a test may change those first.
+        """
         self._teardown(keep_home=True)
         return self.start_sync()
 

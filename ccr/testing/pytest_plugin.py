@@ -91,9 +91,7 @@ class LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="ccr-fixtures", daemon=True
-        )
+        self._thread = threading.Thread(target=self.loop.run_forever, name="ccr-fixtures", daemon=True)
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, _T], timeout: float = 60.0) -> _T:
@@ -244,9 +242,7 @@ def ccr_workspace() -> str:
 
 
 @pytest_asyncio.fixture
-async def ccr_client(
-    ccr_settings: CCRSettings, ccr_policy: RoutingPolicy | None
-) -> AsyncIterator[CCRClient]:
+async def ccr_client(ccr_settings: CCRSettings, ccr_policy: RoutingPolicy | None) -> AsyncIterator[CCRClient]:
     """A client on the live CCR and real Redis, with its own Prometheus registry."""
     from prometheus_client import CollectorRegistry
 

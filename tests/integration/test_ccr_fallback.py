@@ -109,7 +109,9 @@ async def test_deadline_stops_the_chain(ccr_client, ccr_workspace, fake_provider
     assert result.latency_ms < 2000
 
 
-async def test_cancellation_propagates_and_releases_quota(ccr_client, ccr_workspace, fake_provider, local_only):
+async def test_cancellation_propagates_and_releases_quota(
+    ccr_client, ccr_workspace, fake_provider, local_only
+):
     """wait_for around route_request raises at once; the reservation is given back."""
     fake_provider.set_behavior("mid", Behavior.hang())
     await ccr_client.quota.set_limit(ccr_workspace, 100_000)

@@ -9,7 +9,14 @@ import sys
 
 import pytest
 
-from ccr import BreakerState, CCRClient, HealthStatus, ModelStatus, RoutingPolicy, validate_ccr_connection
+from ccr import (
+    BreakerState,
+    CCRClient,
+    HealthStatus,
+    ModelStatus,
+    RoutingPolicy,
+    validate_ccr_connection,
+)
 from ccr.cli import main
 from ccr.testing import FAKE_PROVIDER_API_KEY, Behavior, free_port
 from ccr.testing.pytest_plugin import LOCAL_POLICY
@@ -38,7 +45,9 @@ async def test_validation_true_when_ccr_comes_up_during_the_retries(tmp_path):
         "class H(http.server.BaseHTTPRequestHandler):\n"
         "    def do_GET(self):\n"
         "        body = json.dumps({'status': 'ok'}).encode()\n"
-        "        self.send_response(200); self.send_header('content-length', str(len(body))); self.end_headers()\n"
+        "        self.send_response(200)\n"
+        "        self.send_header('content-length', str(len(body)))\n"
+        "        self.end_headers()\n"
         "        self.wfile.write(body)\n"
         "    def log_message(self, *a): pass\n"
         f"socketserver.TCPServer(('127.0.0.1', {port}), H).serve_forever()\n"
@@ -75,7 +84,9 @@ async def test_detects_degraded_state(ccr_client, fake_provider, local_only):
     assert health.status is HealthStatus.DEGRADED
 
 
-async def test_breaker_opens_after_repeated_503s_then_half_opens(ccr_settings, fake_provider, ccr_workspace, local_only):
+async def test_breaker_opens_after_repeated_503s_then_half_opens(
+    ccr_settings, fake_provider, ccr_workspace, local_only
+):
     """After 3 failures the target gets no more calls until the cooldown, then one trial."""
     from ccr import FakeClock
 
@@ -104,18 +115,26 @@ async def test_monitor_opens_the_breaker_of_an_unavailable_model(ccr_settings, c
             report = await monitor.wait_for_report()
         assert report.model_status["dead,gone"] is ModelStatus.UNAVAILABLE
         assert client.breaker_states()["dead,gone"] is BreakerState.OPEN
-        result = await client.route_request({"workspace_id": ccr_workspace, "prompt": "ping", "max_tokens": 8})
+        result = await client.route_request(
+            {"workspace_id": ccr_workspace, "prompt": "ping", "max_tokens": 8}
+        )
         assert result.attempts[0].outcome == "skipped"
         assert result.model == "up,mid"
 
 
-async def test_no_provider_key_in_reports_logs_or_errors(ccr_settings, live_ccr, caplog, ccr_workspace, fake_provider, local_only):
+async def test_no_provider_key_in_reports_logs_or_errors(
+    ccr_settings, live_ccr, caplog, ccr_workspace, fake_provider, local_only
+):
     """The planted provider key never appears in a report, a result, a log line or an error."""
     caplog.set_level(logging.DEBUG)
-    fake_provider.set_behavior("mid", Behavior.status(503, message=f"upstream rejected key {FAKE_PROVIDER_API_KEY}"))
+    fake_provider.set_behavior(
+        "mid", Behavior.status(503, message=f"upstream rejected key {FAKE_PROVIDER_API_KEY}")
+    )
     async with CCRClient(ccr_settings, hooks=[]) as client:  # no policy: derived from /api/config
         health = await client.health_check(include_model_status=True)
-        result = await client.route_request({"workspace_id": ccr_workspace, "prompt": "ping", "max_tokens": 8})
+        result = await client.route_request(
+            {"workspace_id": ccr_workspace, "prompt": "ping", "max_tokens": 8}
+        )
     texts = [health.model_dump_json(), result.model_dump_json(), caplog.text, repr(client)]
     for text in texts:
         assert FAKE_PROVIDER_API_KEY not in text

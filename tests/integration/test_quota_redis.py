@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def cluster():
     try:
         nodes = RedisCluster(3).start()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if in_ci():
             pytest.fail(f"redis cluster could not be started: {exc}", pytrace=False)
         pytest.skip(f"redis cluster could not be started: {exc}")
@@ -40,7 +40,12 @@ def flaky_redis():
 
 def manager(url: str, limit: int | None = None) -> QuotaManager:
     settings = CCRSettings(redis_url=url, daily_token_limit=limit)
-    return QuotaManager(RedisQuotaStore.from_url(url), settings=settings, limit_for=lambda w: limit, clock=SYSTEM_CLOCK)
+    return QuotaManager(
+        RedisQuotaStore.from_url(url),
+        settings=settings,
+        limit_for=lambda w: limit,
+        clock=SYSTEM_CLOCK,
+    )
 
 
 def workspace() -> str:
@@ -130,8 +135,14 @@ async def test_list_workspaces_sees_usage_on_the_cluster(cluster):
 @pytest.mark.parametrize("mode", ["open", "closed"])
 async def test_fail_modes_while_redis_is_down_and_recovery(flaky_redis, live_ccr, mode):
     """Redis stopped: fail-open serves unchecked, fail-closed refuses; restart: counting resumes."""
-    settings = CCRSettings(url=live_ccr.url, api_key=live_ccr.api_key, redis_url=flaky_redis.url,
-                           quota_fail_mode=mode, quota_timeout=0.5, daily_token_limit=100_000)
+    settings = CCRSettings(
+        url=live_ccr.url,
+        api_key=live_ccr.api_key,
+        redis_url=flaky_redis.url,
+        quota_fail_mode=mode,
+        quota_timeout=0.5,
+        daily_token_limit=100_000,
+    )
     ws = workspace()
     request = {"workspace_id": ws, "prompt": "ping", "max_tokens": 8}
     async with CCRClient(settings, policy=LOCAL_POLICY, hooks=[]) as client:
@@ -180,7 +191,12 @@ def test_cli_quota_unknown_when_redis_unreachable(capsys):
 
 @pytest.mark.parametrize(
     "args",
-    [["status", "--workspace", "bad id"], ["set-limit", "acme", "-5"], ["set-used", "acme", "lots"], ["status"]],
+    [
+        ["status", "--workspace", "bad id"],
+        ["set-limit", "acme", "-5"],
+        ["set-used", "acme", "lots"],
+        ["status"],
+    ],
 )
 def test_cli_quota_bad_input_is_unknown(redis_url, capsys, args):
     """Bad input exits 3 with a one-line message."""

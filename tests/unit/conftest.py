@@ -59,12 +59,22 @@ class FakeCCR:
             raise httpx.ConnectError("All connection attempts failed")
         if isinstance(behaviour, int):
             return httpx.Response(
-                behaviour, json={"error": {"message": f"Error from provider({target}: {behaviour})", "type": "api_error"}}
+                behaviour,
+                json={
+                    "error": {
+                        "message": f"Error from provider({target}: {behaviour})",
+                        "type": "api_error",
+                    }
+                },
             )
         usage = None if behaviour == "no_usage" else self.usage
         reply: dict[str, Any] = {
-            "id": "msg_123", "type": "message", "role": "assistant", "model": target.split(",")[1],
-            "content": [{"type": "text", "text": f"answer from {target}"}], "stop_reason": "end_turn",
+            "id": "msg_123",
+            "type": "message",
+            "role": "assistant",
+            "model": target.split(",")[1],
+            "content": [{"type": "text", "text": f"answer from {target}"}],
+            "stop_reason": "end_turn",
         }
         if usage is not None:
             reply["usage"] = usage

@@ -77,9 +77,7 @@ def play(breaker: CircuitBreaker, clock: FakeClock, events: str) -> list[bool]:
         ("fail fail fail ok", CLOSED),
     ],
 )
-def test_transitions(
-    breaker: CircuitBreaker, clock: FakeClock, events: str, expected: BreakerState
-) -> None:
+def test_transitions(breaker: CircuitBreaker, clock: FakeClock, events: str, expected: BreakerState) -> None:
     """Each sequence of events leaves the target in the expected effective state."""
     play(breaker, clock, events)
     assert breaker.state(T) is expected
@@ -98,9 +96,7 @@ def test_transitions(
         ("fail fail fail wait allow fail allow", [True, False]),
     ],
 )
-def test_allow(
-    breaker: CircuitBreaker, clock: FakeClock, events: str, expected: list[bool]
-) -> None:
+def test_allow(breaker: CircuitBreaker, clock: FakeClock, events: str, expected: list[bool]) -> None:
     """allow() answers per state: closed yes, open no, half-open one trial only."""
     assert play(breaker, clock, events) == expected
 
@@ -128,9 +124,7 @@ def test_half_open_admits_one_trial_among_many(breaker: CircuitBreaker, clock: F
     assert [breaker.allow(T) for _ in range(10)].count(True) == 1
 
 
-def test_failed_trial_reopens_for_a_full_cooldown(
-    breaker: CircuitBreaker, clock: FakeClock
-) -> None:
+def test_failed_trial_reopens_for_a_full_cooldown(breaker: CircuitBreaker, clock: FakeClock) -> None:
     """A failed trial keeps the target refused for another whole cooldown."""
     play(breaker, clock, "fail fail fail wait allow")
     clock.advance(5.0)
@@ -141,9 +135,7 @@ def test_failed_trial_reopens_for_a_full_cooldown(
     assert breaker.allow(T) is True
 
 
-def test_unreported_trial_expires_after_the_cooldown(
-    breaker: CircuitBreaker, clock: FakeClock
-) -> None:
+def test_unreported_trial_expires_after_the_cooldown(breaker: CircuitBreaker, clock: FakeClock) -> None:
     """A trial that never reports back (cancelled) frees a new trial after `cooldown`."""
     play(breaker, clock, "fail fail fail wait allow")
     clock.advance(COOLDOWN - 1.0)
@@ -153,9 +145,7 @@ def test_unreported_trial_expires_after_the_cooldown(
     assert breaker.allow(T) is False
 
 
-def test_failure_while_open_restarts_the_cooldown(
-    breaker: CircuitBreaker, clock: FakeClock
-) -> None:
+def test_failure_while_open_restarts_the_cooldown(breaker: CircuitBreaker, clock: FakeClock) -> None:
     """A late failure of an open target pushes its trial back by a full cooldown."""
     play(breaker, clock, "fail fail fail")
     clock.advance(20.0)

@@ -19,7 +19,12 @@ from ccr import (
     RoutingPolicy,
 )
 
-REQ = {"workspace_id": "acme", "task": "code_review", "prompt": "Review this diff", "max_tokens": 64}
+REQ = {
+    "workspace_id": "acme",
+    "task": "code_review",
+    "prompt": "Review this diff",
+    "max_tokens": 64,
+}
 
 
 async def test_first_target_answers(make_client, fake_ccr):
@@ -75,8 +80,12 @@ async def test_falls_back_on_retryable_failures(make_client, fake_ccr, failure):
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(400, ErrorCode.INVALID_REQUEST), (422, ErrorCode.INVALID_REQUEST),
-     (401, ErrorCode.UNAUTHORIZED), (403, ErrorCode.UNAUTHORIZED)],
+    [
+        (400, ErrorCode.INVALID_REQUEST),
+        (422, ErrorCode.INVALID_REQUEST),
+        (401, ErrorCode.UNAUTHORIZED),
+        (403, ErrorCode.UNAUTHORIZED),
+    ],
 )
 async def test_does_not_fall_back_on_client_errors(make_client, fake_ccr, status, code):
     """400/422/401/403 return at once: the next target would fail the same way."""
@@ -162,7 +171,9 @@ async def test_bad_input_raises_before_any_side_effect(make_client, fake_ccr):
 
 async def test_dry_run_only_decides(make_client, fake_ccr):
     """dry_run returns the decision without calling CCR or reserving quota."""
-    result = await make_client().route_request({"workspace_id": "acme", "task": "text_formatting", "dry_run": True})
+    result = await make_client().route_request(
+        {"workspace_id": "acme", "task": "text_formatting", "dry_run": True}
+    )
     assert result.success and result.dry_run
     assert result.complexity == "low"
     assert sum(fake_ccr.calls.values()) == 0
@@ -286,7 +297,10 @@ async def test_policy_is_derived_from_ccr_config_without_keeping_keys(fake_ccr):
     http = httpx.AsyncClient(transport=httpx.MockTransport(fake_ccr.handler))
     async with CCRClient(CCRSettings(url="http://ccr.test"), http_client=http, hooks=[]) as client:
         assert client.policy.chains["standard"] == ("up,a", "up,b")
-        fake_ccr.set("up,a", lambda r: httpx.Response(503, json={"error": {"message": "key sk-planted-provider-key-77 bad"}}))
+        fake_ccr.set(
+            "up,a",
+            lambda r: httpx.Response(503, json={"error": {"message": "key sk-planted-provider-key-77 bad"}}),
+        )
         result = await client.route_request(REQ)
     assert "sk-planted-provider-key-77" not in result.model_dump_json()
     assert "sk-planted-provider-key-77" not in repr(client)
@@ -300,7 +314,12 @@ async def test_memory_store_can_be_injected(fake_ccr):
     http = httpx.AsyncClient(transport=httpx.MockTransport(fake_ccr.handler))
     from tests.unit.conftest import POLICY
 
-    async with CCRClient(CCRSettings(url="http://ccr.test"), policy=POLICY, http_client=http, hooks=[],
-                         quota_store=store) as client:
+    async with CCRClient(
+        CCRSettings(url="http://ccr.test"),
+        policy=POLICY,
+        http_client=http,
+        hooks=[],
+        quota_store=store,
+    ) as client:
         await client.route_request(REQ)
         assert (await client.get_quota_status("acme")).used_today == 16

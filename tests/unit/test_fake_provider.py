@@ -30,9 +30,7 @@ def chat_body(model: str = "ok-a", text: str = "hello there", **extra: object) -
     return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
 
 
-def messages_body(
-    model: str = "up,ok-a", text: str = "hello there", **extra: object
-) -> dict[str, object]:
+def messages_body(model: str = "up,ok-a", text: str = "hello there", **extra: object) -> dict[str, object]:
     return {
         "model": model,
         "max_tokens": 64,
@@ -115,9 +113,7 @@ async def test_usage_formula_counts_text_parts_and_small_max_tokens(
     assert count_words(body["messages"]) == 5
 
 
-async def test_default_output_is_five_without_max_tokens(
-    fp: FakeProvider, http: httpx.AsyncClient
-) -> None:
+async def test_default_output_is_five_without_max_tokens(fp: FakeProvider, http: httpx.AsyncClient) -> None:
     """Without max_tokens the output is min(16, 5) = 5."""
     usage = (await http.post(fp.chat_url, json=chat_body())).json()["usage"]
     assert usage["completion_tokens"] == 5
@@ -210,9 +206,7 @@ async def test_fail_first_then_reply(fp: FakeProvider, http: httpx.AsyncClient) 
     assert codes == [429, 429, 200, 200]
 
 
-async def test_set_behavior_restarts_fail_first_count(
-    fp: FakeProvider, http: httpx.AsyncClient
-) -> None:
+async def test_set_behavior_restarts_fail_first_count(fp: FakeProvider, http: httpx.AsyncClient) -> None:
     """Setting fail_first again starts its failure count afresh."""
     fp.set_behavior("flaky", Behavior.fail_first(1))
     assert (await http.post(fp.chat_url, json=chat_body("flaky"))).status_code == 503
@@ -229,9 +223,7 @@ async def test_raw_body_is_sent_verbatim(fp: FakeProvider, http: httpx.AsyncClie
     assert reply.headers["content-type"] == "text/plain"
 
 
-async def test_default_behavior_applies_to_unknown_models(
-    fp: FakeProvider, http: httpx.AsyncClient
-) -> None:
+async def test_default_behavior_applies_to_unknown_models(fp: FakeProvider, http: httpx.AsyncClient) -> None:
     """set_default_behavior covers every model without its own behaviour."""
     fp.set_default_behavior(Behavior.status(500))
     fp.set_behavior("good", Behavior.reply())
@@ -261,9 +253,7 @@ async def test_records_calls_and_requests(fp: FakeProvider, http: httpx.AsyncCli
     assert len(fp.requests_for("ok-a")) == 2
 
 
-async def test_reset_forgets_calls_and_behaviours(
-    fp: FakeProvider, http: httpx.AsyncClient
-) -> None:
+async def test_reset_forgets_calls_and_behaviours(fp: FakeProvider, http: httpx.AsyncClient) -> None:
     """reset() clears counters, recorded requests, behaviours and usage overrides."""
     fp.set_behavior("ok-a", Behavior.status(500))
     fp.set_usage("ok-a", 9, 9)
@@ -283,9 +273,7 @@ async def test_reset_can_keep_behaviours(fp: FakeProvider, http: httpx.AsyncClie
     assert (await http.post(fp.chat_url, json=chat_body())).status_code == 500
 
 
-async def test_wait_for_calls_wakes_on_the_nth_call(
-    fp: FakeProvider, http: httpx.AsyncClient
-) -> None:
+async def test_wait_for_calls_wakes_on_the_nth_call(fp: FakeProvider, http: httpx.AsyncClient) -> None:
     """wait_for_calls returns once the model has n requests."""
     waiter = asyncio.create_task(fp.wait_for_calls("ok-a", 2, timeout=5))
     await http.post(fp.chat_url, json=chat_body())
@@ -345,9 +333,7 @@ async def test_wrong_method_is_405(fp: FakeProvider, http: httpx.AsyncClient) ->
     [b"{not json", b'{"messages": []}', b'{"model": 5}', b"[1, 2]"],
     ids=["bad-json", "no-model", "model-not-string", "not-object"],
 )
-async def test_malformed_bodies_are_400(
-    fp: FakeProvider, http: httpx.AsyncClient, content: bytes
-) -> None:
+async def test_malformed_bodies_are_400(fp: FakeProvider, http: httpx.AsyncClient, content: bytes) -> None:
     """Bodies without a JSON object naming a model answer 400 and are not counted."""
     reply = await http.post(fp.chat_url, content=content)
     assert reply.status_code == 400
@@ -362,9 +348,7 @@ async def test_garbage_request_line_is_400(fp: FakeProvider) -> None:
 
 async def test_bad_content_length_is_400(fp: FakeProvider) -> None:
     """A non-numeric Content-Length answers 400."""
-    answer = await raw_exchange(
-        fp.port, b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: x\r\n\r\n"
-    )
+    answer = await raw_exchange(fp.port, b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
 
 
@@ -402,9 +386,7 @@ async def test_chunked_request_body(fp: FakeProvider) -> None:
     assert answer.startswith(b"HTTP/1.1 200 OK")
 
 
-async def test_stream_true_answers_server_sent_events(
-    fp: FakeProvider, http: httpx.AsyncClient
-) -> None:
+async def test_stream_true_answers_server_sent_events(fp: FakeProvider, http: httpx.AsyncClient) -> None:
     """A chat request with stream: true gets an OpenAI SSE stream ending in [DONE]."""
     reply = await http.post(fp.chat_url, json=chat_body(stream=True))
     assert reply.headers["content-type"] == "text/event-stream"
@@ -420,9 +402,7 @@ async def test_serves_64_concurrent_requests(fp: FakeProvider) -> None:
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(trust_env=False, timeout=10, limits=limits) as http:
         fp.set_behavior("ok-a", Behavior.delay(0.05))
-        replies = await asyncio.gather(
-            *(http.post(fp.chat_url, json=chat_body()) for _ in range(64))
-        )
+        replies = await asyncio.gather(*(http.post(fp.chat_url, json=chat_body()) for _ in range(64)))
     assert [r.status_code for r in replies] == [200] * 64
     assert fp.calls["ok-a"] == 64
 

@@ -259,16 +259,12 @@ async def test_slow_model_is_degraded(settings: CCRSettings, clock: FakeClock) -
         clock.advance(3.0)
         return httpx.Response(200, json=REPLY)
 
-    report = await check(
-        ccr(models={"up,ok-a": slow}), settings, clock, targets=["up,ok-a"], models=True
-    )
+    report = await check(ccr(models={"up,ok-a": slow}), settings, clock, targets=["up,ok-a"], models=True)
     assert report.model_status == {"up,ok-a": ModelStatus.DEGRADED}
     assert report.status is HealthStatus.DEGRADED
 
 
-async def test_probe_is_a_tiny_request_with_the_headers(
-    settings: CCRSettings, clock: FakeClock
-) -> None:
+async def test_probe_is_a_tiny_request_with_the_headers(settings: CCRSettings, clock: FakeClock) -> None:
     """Each probe posts max_tokens=1 to /v1/messages with the target and the given headers."""
     seen: list[httpx.Request] = []
 
@@ -287,9 +283,7 @@ async def test_probe_is_a_tiny_request_with_the_headers(
     }
 
 
-async def test_every_model_unavailable_is_unhealthy(
-    settings: CCRSettings, clock: FakeClock
-) -> None:
+async def test_every_model_unavailable_is_unhealthy(settings: CCRSettings, clock: FakeClock) -> None:
     """CCR up but no model answering is unhealthy."""
     models = {t: (lambda: httpx.Response(500)) for t in TARGETS}
     report = await check(ccr(models=models), settings, clock, models=True)
@@ -325,9 +319,7 @@ def providers_answer() -> httpx.Response:
     )
 
 
-async def test_providers_add_targets_after_the_policy_ones(
-    settings: CCRSettings, clock: FakeClock
-) -> None:
+async def test_providers_add_targets_after_the_policy_ones(settings: CCRSettings, clock: FakeClock) -> None:
     """CCR's own providers extend available_models, deduplicated, policy targets first."""
     report = await check(ccr(providers=providers_answer()), settings, clock)
     assert report.available_models == ["up,ok-a", "up,ok-b", "up,ok-c", "other,m1"]
@@ -376,14 +368,10 @@ async def test_providers_wrapped_in_an_object(settings: CCRSettings, clock: Fake
     assert report.available_models == ["x,y"]
 
 
-async def test_duplicate_policy_targets_are_listed_once(
-    settings: CCRSettings, clock: FakeClock
-) -> None:
+async def test_duplicate_policy_targets_are_listed_once(settings: CCRSettings, clock: FakeClock) -> None:
     """A target repeated across chains is listed and probed once."""
     calls: list[str] = []
-    report = await check(
-        ccr(calls=calls), settings, clock, targets=["up,ok-a", "up,ok-a"], models=True
-    )
+    report = await check(ccr(calls=calls), settings, clock, targets=["up,ok-a", "up,ok-a"], models=True)
     assert report.available_models == ["up,ok-a"]
     assert calls.count("/v1/messages") == 1
 
@@ -401,16 +389,12 @@ async def test_validate_retries_until_ccr_comes_up(settings: CCRSettings, clock:
     """A CCR refusing twice and then answering validates on the third try."""
     handler = ccr(health=flaky([connect_error(), connect_error()]))
     async with client(handler) as http:
-        ok = await validate_ccr_connection(
-            settings=settings, http_client=http, clock=clock, max_retries=3
-        )
+        ok = await validate_ccr_connection(settings=settings, http_client=http, clock=clock, max_retries=3)
     assert ok is True
     assert len(clock.sleeps) == 2
 
 
-async def test_validate_schedule_covers_a_one_second_start(
-    settings: CCRSettings, clock: FakeClock
-) -> None:
+async def test_validate_schedule_covers_a_one_second_start(settings: CCRSettings, clock: FakeClock) -> None:
     """With three tries the last one starts at least 1.5 s after the call."""
     start = clock.monotonic()
     tried_at: list[float] = []
@@ -429,9 +413,7 @@ async def test_validate_false_after_max_retries(settings: CCRSettings, clock: Fa
     """A CCR that keeps failing is False after exactly max_retries tries, not an exception."""
     calls: list[str] = []
     async with client(ccr(health=lambda: httpx.Response(503), calls=calls)) as http:
-        ok = await validate_ccr_connection(
-            settings=settings, http_client=http, clock=clock, max_retries=5
-        )
+        ok = await validate_ccr_connection(settings=settings, http_client=http, clock=clock, max_retries=5)
     assert ok is False
     assert calls == ["/health"] * 5
 
@@ -441,9 +423,7 @@ async def test_validate_false_on_closed_port(clock: FakeClock) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    ok = await validate_ccr_connection(
-        f"http://127.0.0.1:{port}", settings=CCRSettings(), clock=clock
-    )
+    ok = await validate_ccr_connection(f"http://127.0.0.1:{port}", settings=CCRSettings(), clock=clock)
     assert ok is False
 
 
@@ -529,9 +509,7 @@ async def test_monitor_waits_interval_on_the_clock(clock: FakeClock) -> None:
     assert clock.sleeps[0] == 7.0
 
 
-async def test_monitor_survives_a_raising_check(
-    clock: FakeClock, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_monitor_survives_a_raising_check(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     """A check that raises is logged and the next check still runs."""
     outcomes: list[Exception | None] = [RuntimeError("boom"), None]
 

@@ -124,7 +124,7 @@ def test_derives_chains_from_ccr_router():
 
 def test_ccr_config_without_default_route_is_an_error():
     """A CCR config with no Router.default cannot give a policy."""
-    with pytest.raises(ConfigurationError, match="Router.default"):
+    with pytest.raises(ConfigurationError, match=r"Router\.default"):
         RoutingPolicy.from_ccr_config({"Router": {}})
 
 

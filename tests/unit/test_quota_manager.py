@@ -314,9 +314,7 @@ async def test_thresholds_fire_once_across_two_redis_clients(
         await client.aclose()
 
 
-async def test_thresholds_fire_again_after_reset(
-    manager: QuotaManager, hook: RecordingHook
-) -> None:
+async def test_thresholds_fire_again_after_reset(manager: QuotaManager, hook: RecordingHook) -> None:
     """reset clears the fired record along with the usage."""
     await use(manager, 850)
     await manager.reset(W)

@@ -30,12 +30,32 @@ def req(**fields):
 @pytest.mark.parametrize(
     ("fields", "complexity", "chain", "reason_part"),
     [
-        ({"complexity": "high"}, "high", ("up,big", "up,mid", "backup,big"), "given by the request"),
-        ({"task": "architecture_design"}, "high", ("up,big", "up,mid", "backup,big"), "maps to 'high'"),
+        (
+            {"complexity": "high"},
+            "high",
+            ("up,big", "up,mid", "backup,big"),
+            "given by the request",
+        ),
+        (
+            {"task": "architecture_design"},
+            "high",
+            ("up,big", "up,mid", "backup,big"),
+            "maps to 'high'",
+        ),
         ({"task": "text_formatting"}, "low", ("up,small",), "maps to 'low'"),
         ({"task": "code_review"}, "standard", ("up,mid", "backup,mid"), "default complexity"),
-        ({"task": "code_review", "prompt": "x" * 8000}, "high", ("up,long", "backup,long"), "long-context"),
-        ({"task": "text_formatting", "complexity": "standard"}, "standard", ("up,mid", "backup,mid"), "request"),
+        (
+            {"task": "code_review", "prompt": "x" * 8000},
+            "high",
+            ("up,long", "backup,long"),
+            "long-context",
+        ),
+        (
+            {"task": "text_formatting", "complexity": "standard"},
+            "standard",
+            ("up,mid", "backup,mid"),
+            "request",
+        ),
     ],
 )
 def test_complexity_rules_in_order(fields, complexity, chain, reason_part):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import sys
 import urllib.request
@@ -113,9 +114,7 @@ FAILED = Attempt(
     error_message="CCR answered 503",
 )
 SKIPPED = Attempt(target="side,ok-s", outcome=AttemptOutcome.SKIPPED, error_type="circuit_open")
-ANSWERED = Attempt(
-    target="alt,ok-b", outcome=AttemptOutcome.SUCCESS, status_code=200, latency_ms=800.0
-)
+ANSWERED = Attempt(target="alt,ok-b", outcome=AttemptOutcome.SUCCESS, status_code=200, latency_ms=800.0)
 USAGE = Usage(input_tokens=100, output_tokens=40)
 
 
@@ -126,9 +125,7 @@ class Trip:
     headers: list[dict[str, str]] = field(default_factory=list)
 
 
-def started(
-    hook: Hook, request: RouteRequest = REQUEST, decision: RouteDecision = DECISION
-) -> RouteObserver:
+def started(hook: Hook, request: RouteRequest = REQUEST, decision: RouteDecision = DECISION) -> RouteObserver:
     """The observer a hook returns for a new route (these hooks always return one)."""
     observer = hook.on_route_start(request, decision)
     assert observer is not None
@@ -434,9 +431,7 @@ def test_cancelled_route_is_not_an_error_and_closes_open_spans(
     assert attempt.status.status_code is StatusCode.UNSET
 
 
-def test_cancelled_attempt_is_not_an_error(
-    tracing: TracingHook, exporter: InMemorySpanExporter
-) -> None:
+def test_cancelled_attempt_is_not_an_error(tracing: TracingHook, exporter: InMemorySpanExporter) -> None:
     """An attempt ended by the caller's cancellation is marked, not failed."""
     observer = started(tracing)
     start = attempt_start("up,ok-a", 0)
@@ -453,9 +448,7 @@ def test_cancelled_attempt_is_not_an_error(
     assert not span.events
 
 
-def test_quota_spans_carry_status_and_errors(
-    tracing: TracingHook, exporter: InMemorySpanExporter
-) -> None:
+def test_quota_spans_carry_status_and_errors(tracing: TracingHook, exporter: InMemorySpanExporter) -> None:
     """Quota spans say what is left; a store failure is recorded as an error."""
     observer = started(tracing)
     observer.on_quota_start("reserve")
@@ -531,9 +524,7 @@ def test_trace_content_records_genai_messages(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     """With trace_content=True, input/output messages follow the GenAI JSON shape."""
-    hook = TracingHook(
-        provider, trace_content=True, server_address="ccr.internal", server_port=3456
-    )
+    hook = TracingHook(provider, trace_content=True, server_address="ccr.internal", server_port=3456)
     drive_fallback_route(started(hook))
 
     span = only(spans_named(exporter, "chat alt,ok-b"))
@@ -553,13 +544,9 @@ def test_trace_content_records_genai_messages(
     ]
 
 
-def test_trace_content_keeps_message_roles(
-    provider: TracerProvider, exporter: InMemorySpanExporter
-) -> None:
+def test_trace_content_keeps_message_roles(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     """A conversation is recorded message by message, with its roles."""
-    hook = TracingHook(
-        provider, trace_content=True, server_address="ccr.internal", server_port=3456
-    )
+    hook = TracingHook(provider, trace_content=True, server_address="ccr.internal", server_port=3456)
     request = RouteRequest.model_validate(
         {
             "workspace_id": WORKSPACE,
@@ -727,10 +714,7 @@ def test_fallback_route_moves_every_counter_and_histogram(registry: CollectorReg
     drive_fallback_route(started(hook))
 
     assert (
-        sample(
-            registry, "ccr_requests_total", provider="alt", task_type="summarise", status="success"
-        )
-        == 1
+        sample(registry, "ccr_requests_total", provider="alt", task_type="summarise", status="success") == 1
     )
     assert sample(registry, "ccr_attempts_total", provider="up", outcome="error") == 1
     assert sample(registry, "ccr_attempts_total", provider="side", outcome="skipped") == 1
@@ -841,6 +825,13 @@ def test_health_and_breaker_gauges(registry: CollectorRegistry) -> None:
     assert sample(registry, "ccr_circuit_open", target="up,ok-a") == 0
 
 
+def test_health_status_is_unknown_until_the_first_check(registry: CollectorRegistry) -> None:
+    """0 would mean healthy: a process that never checked reports NaN (no data)."""
+    PrometheusHook(registry)
+
+    assert math.isnan(sample(registry, "ccr_health_status"))
+
+
 def test_no_metric_is_labelled_with_a_workspace(registry: CollectorRegistry) -> None:
     """Workspace ids are unbounded: they appear in no label name or value."""
     hook = PrometheusHook(registry)
@@ -863,10 +854,7 @@ def test_two_hooks_on_one_registry_share_their_metrics(registry: CollectorRegist
     drive_fallback_route(started(second))
 
     assert (
-        sample(
-            registry, "ccr_requests_total", provider="alt", task_type="summarise", status="success"
-        )
-        == 2
+        sample(registry, "ccr_requests_total", provider="alt", task_type="summarise", status="success") == 2
     )
     assert sample(registry, "ccr_tokens_total", provider="alt", direction="input") == 200
 

@@ -29,8 +29,12 @@ def test_retryable_statuses_fall_back(status):
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(400, ErrorCode.INVALID_REQUEST), (422, ErrorCode.INVALID_REQUEST),
-     (401, ErrorCode.UNAUTHORIZED), (403, ErrorCode.UNAUTHORIZED)],
+    [
+        (400, ErrorCode.INVALID_REQUEST),
+        (422, ErrorCode.INVALID_REQUEST),
+        (401, ErrorCode.UNAUTHORIZED),
+        (403, ErrorCode.UNAUTHORIZED),
+    ],
 )
 def test_client_errors_stop_the_chain(status, code):
     """400/422 and 401/403 would fail the same way on every target."""
@@ -41,8 +45,12 @@ def test_client_errors_stop_the_chain(status, code):
 
 def test_success_parses_content_and_usage():
     """A 200 Anthropic message gives its text and usage."""
-    raw = body(id="msg_1", model="m", content=[{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}],
-               usage={"input_tokens": 7, "output_tokens": 3})
+    raw = body(
+        id="msg_1",
+        model="m",
+        content=[{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}],
+        usage={"input_tokens": 7, "output_tokens": 3},
+    )
     reply = classify(200, raw, 1.0, R)
     assert reply.outcome is AttemptOutcome.SUCCESS
     assert reply.content == "hi there"
@@ -52,8 +60,16 @@ def test_success_parses_content_and_usage():
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"not json", b"[1,2]", b'{"content": "not a list"}', b'{"error": {"message": "upstream"}}',
-     b'{"type": "error", "error": {"type": "overloaded_error"}}', b'{"content": [', b"[" * 100000],
+    [
+        b"",
+        b"not json",
+        b"[1,2]",
+        b'{"content": "not a list"}',
+        b'{"error": {"message": "upstream"}}',
+        b'{"type": "error", "error": {"type": "overloaded_error"}}',
+        b'{"content": [',
+        b"[" * 100000,
+    ],
 )
 def test_broken_success_bodies_fall_back(raw):
     """Truncated, non-JSON, wrongly shaped or error bodies on a 200 are failures that fall back."""
@@ -64,9 +80,16 @@ def test_broken_success_bodies_fall_back(raw):
 
 @pytest.mark.parametrize(
     "usage",
-    [None, {}, {"input_tokens": -1, "output_tokens": 2}, {"input_tokens": 10**12, "output_tokens": 1},
-     {"input_tokens": "7", "output_tokens": 1}, {"input_tokens": 1.5, "output_tokens": 1},
-     {"input_tokens": True, "output_tokens": 1}, "lots"],
+    [
+        None,
+        {},
+        {"input_tokens": -1, "output_tokens": 2},
+        {"input_tokens": 10**12, "output_tokens": 1},
+        {"input_tokens": "7", "output_tokens": 1},
+        {"input_tokens": 1.5, "output_tokens": 1},
+        {"input_tokens": True, "output_tokens": 1},
+        "lots",
+    ],
 )
 def test_unbelievable_usage_is_treated_as_unreported(usage):
     """Missing, negative, enormous or mistyped counts are never taken at face value."""

@@ -1,0 +1,152 @@
+"""``ccr-client demo``: the whole library on a live CCR, with nothing to configure.
+
+Starts a fake provider and a real CCR on free loopback ports (CCR is installed from
+npm on first use into a user cache), routes a low, a standard and a high request,
+shows a fallback past a failing target and a quota warning, then stops everything.
+No Redis or config needed: the quota lives in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+from ccr._models import QuotaStatus, RouteResult
+
+DEMO_POLICY = {
+    "chains": {
+        "low": ["up,small", "up,mid"],
+        "standard": ["up,mid", "backup,mid-backup"],
+        "high": ["up,big", "up,mid"],
+    },
+    "tasks": {"architecture_design": "high", "text_formatting": "low"},
+    "workspaces": {"demo": {"daily_token_limit": 1000}},
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ccr-version", default=None, help="CCR version to run (default 1.0.73)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_demo(args.ccr_version))
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _line(label: str, result: RouteResult) -> None:
+    if result.success:
+        usage = result.usage
+        tokens = f"{usage.input_tokens}+{usage.output_tokens} tokens" if usage else "usage unknown"
+        _say(f"  {label:<28} -> {result.model:<11} {result.latency_ms:6.1f} ms  {tokens}")
+    else:
+        code = result.error.value if result.error else "error"
+        _say(f"  {label:<28} -> FAILED {code}: {result.error_message}")
+    _say(f"  {'':<28}    why: {result.routing_reason}")
+
+
+async def _demo(version: str | None) -> int:
+    from ccr._client import CCRClient
+    from ccr._policy import RoutingPolicy
+    from ccr._settings import CCRSettings
+    from ccr.testing import DEFAULT_CCR_VERSION, Behavior, FakeProvider, HarnessError, LiveCCR
+
+    warnings: list[QuotaStatus] = []
+
+    async def on_quota_warning(status: QuotaStatus) -> None:
+        warnings.append(status)
+        _say(
+            f"  !! quota warning: workspace '{status.workspace_id}' has used "
+            f"{status.used_today} of {status.daily_limit} tokens ({status.used_percentage:.0%})"
+        )
+
+    started = time.perf_counter()
+    _say("ccr-client demo: a fake provider behind a real Claude Code Router, on loopback.")
+    async with FakeProvider() as provider:
+        extra = {
+            "name": "backup",
+            "api_base_url": provider.chat_url,
+            "api_key": "sk-demo-backup",
+            "models": ["mid-backup"],
+        }
+        ccr = LiveCCR.for_fake(
+            provider,
+            models=["small", "mid", "big"],
+            extra_providers=[extra],
+            version=version or DEFAULT_CCR_VERSION,
+        )
+        _say(f"  starting CCR {ccr.version} (installed from npm on first use; this can take a minute) ...")
+        try:
+            await ccr.start()
+        except HarnessError as exc:
+            print(f"ccr-client demo: could not start CCR: {exc}", file=sys.stderr)
+            return 1
+        try:
+            _say(f"  CCR is up at {ccr.url} (private HOME {ccr.home}); fake provider at {provider.url}")
+            policy = RoutingPolicy.model_validate(DEMO_POLICY)
+            settings = CCRSettings(url=ccr.url, attempt_timeout=10, deadline=30)
+            async with CCRClient(
+                settings, policy=policy, hooks=[], on_quota_warning=on_quota_warning
+            ) as client:
+                _say("\n1. Routing by complexity")
+                for label, request in (
+                    (
+                        "text_formatting (low)",
+                        {"task": "text_formatting", "prompt": "Tidy this list"},
+                    ),
+                    (
+                        "code_review (standard)",
+                        {"task": "code_review", "prompt": "Review this diff"},
+                    ),
+                    (
+                        "architecture_design (high)",
+                        {"task": "architecture_design", "prompt": "Design a queue"},
+                    ),
+                ):
+                    _line(
+                        label,
+                        await client.route_request({"workspace_id": "acme", "max_tokens": 16, **request}),
+                    )
+
+                _say("\n2. Fallback: the provider starts answering 503 for 'big'")
+                provider.set_behavior("big", Behavior.status(503))
+                result = await client.route_request(
+                    {
+                        "workspace_id": "acme",
+                        "task": "architecture_design",
+                        "prompt": "Design a cache",
+                        "max_tokens": 16,
+                    }
+                )
+                _line("architecture_design (high)", result)
+                for attempt in result.attempts:
+                    detail = attempt.error_type or "ok"
+                    _say(f"  {'':<28}    attempt {attempt.target}: {attempt.outcome.value} ({detail})")
+
+                _say("\n3. Quotas: workspace 'demo' has a daily limit of 1,000 tokens and has used 790")
+                await client.quota.set_used("demo", 790)
+                result = await client.route_request(
+                    {"workspace_id": "demo", "prompt": "One more thing", "max_tokens": 16}
+                )
+                _line("demo request", result)
+                if result.quota is not None:
+                    _say(
+                        f"  {'':<28}    quota_warning={result.quota_warning} "
+                        f"remaining={result.quota_remaining_percentage}%"
+                    )
+                await client.quota.set_used("demo", 1000)
+                _line(
+                    "demo request (budget spent)",
+                    await client.route_request(
+                        {"workspace_id": "demo", "prompt": "And another", "max_tokens": 16}
+                    ),
+                )
+        finally:
+            await ccr.stop()
+    ok = bool(warnings)
+    _say(f"\nDone in {time.perf_counter() - started:.1f} s; CCR and the fake provider are stopped.")
+    return 0 if ok else 1
