@@ -566,7 +566,7 @@ class _Run:
         if blocked is not None:
             return blocked
         assert self.policy is not None
-        from prometheus_client import CollectorRegistry  # noqa: PLC0415
+        from prometheus_client import CollectorRegistry
 
         registry = CollectorRegistry()
         sdk = _otel_sdk()
@@ -639,9 +639,9 @@ def _requests_total(registry: CollectorRegistry) -> float:
 def _otel_sdk() -> tuple[Any, Any] | None:
     """A tracer provider exporting to memory, or ``None`` without ``opentelemetry-sdk``."""
     try:
-        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
             InMemorySpanExporter,
         )
     except ImportError:

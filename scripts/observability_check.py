@@ -138,9 +138,7 @@ def _fetch_from_debian() -> tuple[Path | None, str]:
         if done.returncode != 0 and os.geteuid() == 0:
             # A fresh container has no package lists yet.
             say("....  apt-get download failed; running apt-get update once and retrying")
-            subprocess.run(
-                ["apt-get", "update"], capture_output=True, text=True, timeout=600, check=False
-            )
+            subprocess.run(["apt-get", "update"], capture_output=True, text=True, timeout=600, check=False)
             done = _apt_download(workdir)
         debs = sorted(workdir.glob("prometheus_*.deb"))
         if done.returncode != 0 or not debs:
@@ -176,9 +174,7 @@ def find_promtool() -> tuple[Path | None, str]:
     return _fetch_from_debian()
 
 
-def _promtool(
-    promtool: Path, *args: str, stdin: Path | None = None
-) -> subprocess.CompletedProcess[str]:
+def _promtool(promtool: Path, *args: str, stdin: Path | None = None) -> subprocess.CompletedProcess[str]:
     with (stdin or Path(os.devnull)).open("rb") as source:
         return subprocess.run(
             [str(promtool), *args],
@@ -486,10 +482,7 @@ def main() -> int:
         say(_indent("metrics used: " + ", ".join(used)))
 
     say("")
-    say(
-        f"summary: {len(report.passed)} passed, {len(report.failed)} failed, "
-        f"{len(report.skipped)} skipped"
-    )
+    say(f"summary: {len(report.passed)} passed, {len(report.failed)} failed, {len(report.skipped)} skipped")
     return 1 if report.failed else 0
 
 

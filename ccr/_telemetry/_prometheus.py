@@ -268,15 +268,13 @@ class _RouteMetrics:
         if result is None:
             metrics.requests[("none", self._task, "cancelled")].inc()
             return
-        if result.success:
-            status = "success"
-        else:
-            status = result.error.value if result.error is not None else "error"
+        error = result.error
+        status = "success" if result.success else (error.value if error is not None else "error")
         metrics.requests[(result.provider or "none", self._task, status)].inc()
         attempts = result.attempts
         # Every attempt followed by another one is a fallback away from its provider.
         for attempt in attempts[:-1]:
             reason = attempt.error_type or attempt.outcome.value
             metrics.fallbacks[(split_target(attempt.target)[0], reason)].inc()
-        if result.error is ErrorCode.QUOTA_EXCEEDED:
+        if error is ErrorCode.QUOTA_EXCEEDED:
             metrics.quota_rejections.inc()

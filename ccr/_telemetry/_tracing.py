@@ -135,7 +135,7 @@ class TracingHook:
         )
         if not span.is_recording() and not span.get_span_context().is_valid:
             return None
-        return _RouteTrace(self, span, trace.set_span_in_context(span, parent), request)
+        return _RouteTrace(self, span, trace.set_span_in_context(span, parent))
 
     def on_health(self, report: HealthReport, duration_s: float) -> None:
         """A finished health check becomes one span, back-dated by its duration."""
@@ -170,13 +170,12 @@ class TracingHook:
 class _RouteTrace:
     """The spans of one routed request; never shared between requests."""
 
-    __slots__ = ("_attempts", "_ctx", "_hook", "_quotas", "_request", "_span")
+    __slots__ = ("_attempts", "_ctx", "_hook", "_quotas", "_span")
 
-    def __init__(self, hook: TracingHook, span: Span, ctx: Context, request: RouteRequest) -> None:
+    def __init__(self, hook: TracingHook, span: Span, ctx: Context) -> None:
         self._hook = hook
         self._span = span
         self._ctx = ctx
-        self._request = request
         self._attempts: dict[int, Span] = {}
         self._quotas: dict[str, Span] = {}
 

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ccr._verify import run_checks  # noqa: PLC0415 - keeps `ccr-client --help` light
+    from ccr._verify import run_checks
 
     settings = settings_from(args)
     policy = load_policy_file(settings)
@@ -49,10 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"--junit {junit}: folder {junit.parent} does not exist")
     report = asyncio.run(run_checks(settings, policy=policy))
     redactor = Redactor(settings.secrets())
-    if args.json:
-        text = json.dumps(report.to_json_dict(), indent=2)
-    else:
-        text = report.render_text()
+    text = json.dumps(report.to_json_dict(), indent=2) if args.json else report.render_text()
     print(redactor.clean(text, limit=10_000_000))
     if junit is not None:
         xml = redactor.clean(report.to_junit_xml(), limit=10_000_000) or ""
