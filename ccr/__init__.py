@@ -46,7 +46,7 @@ from ccr._models import (
 from ccr._policy import RoutingPolicy, WorkspacePolicy
 from ccr._quota import MemoryQuotaStore, QuotaManager, QuotaStore, RedisQuotaStore
 from ccr._settings import CCRSettings
-from ccr._telemetry import metrics_app, traced
+from ccr._telemetry import MetricsServer, metrics_app, serve_metrics, traced
 from ccr._version import __version__
 
 # A library logs, the application decides where it goes (no "last resort" stderr).
@@ -76,6 +76,7 @@ __all__ = [
     "InvalidRequest",
     "MemoryQuotaStore",
     "Message",
+    "MetricsServer",
     "ModelStatus",
     "NullHook",
     "NullObserver",
@@ -98,6 +99,7 @@ __all__ = [
     "WorkspacePolicy",
     "__version__",
     "metrics_app",
+    "serve_metrics",
     "traced",
     "validate_ccr_connection",
 ]

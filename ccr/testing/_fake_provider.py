@@ -227,14 +227,14 @@ class FakeProvider:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> Self:
-        """Bind and start serving; returns ``self``."""
+        """Bind and start serving; returns ``self``. After :meth:`stop`, binds the same port."""
         if self._server is not None:
             raise RuntimeError("FakeProvider already started")
         self._stopping = asyncio.Event()
         self._server = await asyncio.start_server(
-            self._serve_connection,
+            self._accept,
             self._host,
-            self._requested_port,
+            self._port or self._requested_port,  # a restart keeps the port
             limit=_MAX_HEADER_BYTES,
             reuse_address=True,
         )
@@ -251,10 +251,10 @@ class FakeProvider:
         server.close()
         for writer in list(self._writers):
             writer.close()
-        tasks = list(self._connections)
-        for task in tasks:
-            task.cancel()
-        if tasks:
+        while self._connections:
+            tasks = list(self._connections)
+            for task in tasks:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), timeout=5)
@@ -389,11 +389,18 @@ class FakeProvider:
 
     # -- HTTP ------------------------------------------------------------------------
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback runs inside connection_made, so every connection is tracked
+        # before stop() can look, and one arriving while stopping is closed at once.
+        if self._stopping is None or self._stopping.is_set():
+            writer.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._serve_connection(reader, writer))
         self._connections.add(task)
         self._writers.add(writer)
+        task.add_done_callback(self._connections.discard)
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while await self._serve_one(reader, writer):
                 pass
@@ -404,7 +411,6 @@ class FakeProvider:
             pass
         finally:
             self._writers.discard(writer)
-            self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -418,6 +418,42 @@ async def test_exit_closes_connections_and_leaves_no_task(http: httpx.AsyncClien
         await asyncio.open_connection("127.0.0.1", port)
 
 
+async def test_restart_keeps_the_port(http: httpx.AsyncClient) -> None:
+    """start() after stop() serves again on the same port; counts survive."""
+    fp = await FakeProvider().start()
+    try:
+        port = fp.port
+        await http.post(fp.chat_url, json=chat_body())
+        await fp.stop()
+        with pytest.raises(httpx.ConnectError):
+            await http.post(fp.chat_url, json=chat_body())
+        await fp.start()
+        assert fp.port == port
+        assert (await http.post(fp.chat_url, json=chat_body())).status_code == 200
+        assert fp.calls["ok-a"] == 2
+    finally:
+        await fp.stop()
+
+
+async def test_stop_wakes_waiters_with_an_error() -> None:
+    """A wait_for_calls pending when the fake stops fails instead of hanging."""
+    fp = await FakeProvider().start()
+    waiter = asyncio.create_task(fp.wait_for_calls("ok-a", 1, timeout=5))
+    await asyncio.sleep(0)
+    await fp.stop()
+    with pytest.raises(RuntimeError, match="stopped"):
+        await waiter
+
+
+def test_public_names_are_exported() -> None:
+    """ccr.testing.__all__ names every public attribute once."""
+    import ccr.testing
+
+    public = {n for n in vars(ccr.testing) if not n.startswith("_")} - {"annotations"}
+    assert len(ccr.testing.__all__) == len(set(ccr.testing.__all__))
+    assert set(ccr.testing.__all__) == public
+
+
 async def test_not_started_has_no_port() -> None:
     """Reading the port before start is an error."""
     with pytest.raises(RuntimeError):
