@@ -182,7 +182,7 @@ class LoadPlan(BaseModel):
 
     @classmethod
     def default(cls, mode: Mode = "concurrency", *, max_vus: int | None = None) -> Self:
-        """The seed's k6 plan (:data:`DEFAULT_STAGES`), about 4.5 minutes."""
+        """The seed's k6 plan (:data:`DEFAULT_STAGES`), 4 minutes."""
         return cls.parse(DEFAULT_STAGES, mode=mode, max_vus=max_vus)
 
     @classmethod

@@ -239,11 +239,17 @@ class QuotaManager:
 
     async def set_limit(self, workspace_id: str, tokens: int | None) -> None:
         """Override the configured limit at run time (shared by every process using the
-        store, no expiry); ``None`` removes the override."""
+        store, no expiry); ``None`` makes the workspace unlimited. It wins over the policy
+        and the settings until ``clear_limit``."""
         _check_workspace(workspace_id)
         if tokens is not None:
             _check_tokens("tokens", tokens)
         await self._admin("set_limit", self._store.set_limit(workspace_id, tokens))
+
+    async def clear_limit(self, workspace_id: str) -> None:
+        """Remove the run-time override: the policy's or the settings' limit applies again."""
+        _check_workspace(workspace_id)
+        await self._admin("clear_limit", self._store.clear_limit(workspace_id))
 
     async def set_used(self, workspace_id: str, tokens: int) -> None:
         """Overwrite today's usage. Warnings it crosses fire on the next settled call."""

@@ -140,9 +140,22 @@ class RedisQuotaStore:
         else:
             await in_flight.acquire()
         try:
+            await self._ready()
             return await script(keys=keys, args=args)
         finally:
             in_flight.release()
+
+    async def _ready(self) -> None:
+        """Make sure a cluster client knows the slot map before it routes a command.
+
+        redis-py routes a keyed command issued before its first topology discovery as
+        if it had no key (to a random primary). Under a burst, the resulting MOVED
+        replies make it rebuild its topology and close connections other commands are
+        still using. Initialising first (a no-op once done) avoids that.
+        """
+        client = self._client
+        if isinstance(client, RedisCluster):
+            await client.initialize()
 
     def _thresholds(self, reply: Sequence[Any], thresholds: Sequence[float]) -> tuple[float, ...]:
         return tuple(thresholds[int(index) - 1] for index in reply[4:])
@@ -247,12 +260,15 @@ class RedisQuotaStore:
         return QuotaCounts(int(reply[1]), int(reply[2]), _limit_reply(reply[3]))
 
     async def set_limit(self, workspace_id: str, tokens: int | None) -> None:
-        if tokens is None:
-            await self._client.delete(limit_key(workspace_id))
-        else:
-            await self._client.set(limit_key(workspace_id), tokens)
+        await self._ready()
+        await self._client.set(limit_key(workspace_id), _limit_arg(tokens))
+
+    async def clear_limit(self, workspace_id: str) -> None:
+        await self._ready()
+        await self._client.delete(limit_key(workspace_id))
 
     async def set_used(self, workspace_id: str, day: str, tokens: int, *, expire_at: int) -> None:
+        await self._ready()
         await self._client.set(day_prefix(workspace_id, day) + "used", tokens, exat=expire_at)
 
     async def reset(self, workspace_id: str, day: str) -> None:
@@ -262,6 +278,7 @@ class RedisQuotaStore:
 
     async def workspaces(self, day: str) -> list[str]:
         """Scan for the day's keys (on a cluster, every primary is scanned)."""
+        await self._ready()
         found: set[str] = set()
         async for key in self._client.scan_iter(match=f"ccr:quota:{{*}}:{day}:*", count=1000):
             text = key.decode() if isinstance(key, bytes) else str(key)

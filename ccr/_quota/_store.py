@@ -87,7 +87,11 @@ class QuotaStore(Protocol):
         ...
 
     async def set_limit(self, workspace_id: str, tokens: int | None) -> None:
-        """Set (or with ``None`` remove) the run-time limit override; it has no expiry."""
+        """Set the run-time limit override (``None``: unlimited); it has no expiry."""
+        ...
+
+    async def clear_limit(self, workspace_id: str) -> None:
+        """Remove the run-time override: the configured limit applies again."""
         ...
 
     async def set_used(self, workspace_id: str, day: str, tokens: int, *, expire_at: int) -> None:
@@ -146,7 +150,7 @@ class MemoryQuotaStore:
 
     def __init__(self) -> None:
         self._days: dict[tuple[str, str], _Day] = {}
-        self._limits: dict[str, int] = {}
+        self._limits: dict[str, int | None] = {}
         self._next_sweep = 0.0
 
     def _day(self, workspace_id: str, day: str, now: float, expire_at: float) -> _Day:
@@ -176,7 +180,7 @@ class MemoryQuotaStore:
             del self._days[key]
 
     def _limit(self, workspace_id: str, default_limit: int | None) -> int | None:
-        return self._limits.get(workspace_id, default_limit)
+        return self._limits[workspace_id] if workspace_id in self._limits else default_limit
 
     async def reserve(
         self,
@@ -239,10 +243,10 @@ class MemoryQuotaStore:
         return QuotaCounts(counts.used, counts.reserved, limit)
 
     async def set_limit(self, workspace_id: str, tokens: int | None) -> None:
-        if tokens is None:
-            self._limits.pop(workspace_id, None)
-        else:
-            self._limits[workspace_id] = tokens
+        self._limits[workspace_id] = tokens
+
+    async def clear_limit(self, workspace_id: str) -> None:
+        self._limits.pop(workspace_id, None)
 
     async def set_used(self, workspace_id: str, day: str, tokens: int, *, expire_at: int) -> None:
         key = (workspace_id, day)

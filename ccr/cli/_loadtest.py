@@ -33,7 +33,7 @@ Drive route_request against a live CCR and check latency and error thresholds.
 Plans: a fixed run (--requests N --concurrency C), or a staged plan (the default when
 --requests is not given) of virtual users (--mode concurrency) or requests per second
 (--mode rate). The default stages mirror the k6 plan of DM-09.6: ramp-up 30s->20,
-steady 2m->50, spike 30s->100, recovery 30s->50, ramp-down 30s->0 (about 4.5 minutes);
+steady 2m->50, spike 30s->100, recovery 30s->50, ramp-down 30s->0 (4 minutes);
 --scale 0.1 runs it at a tenth of the durations and targets.
 
 Every request is a real model call (--max-tokens each) counted against the quota of

@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     set_limit = sub.add_parser("set-limit", help="set a workspace's daily limit (N tokens or 'unlimited')")
     set_limit.add_argument("workspace")
     set_limit.add_argument("tokens")
+    clear_limit = sub.add_parser("clear-limit", help="remove the run-time override (policy/default applies)")
+    clear_limit.add_argument("workspace")
     set_used = sub.add_parser("set-used", help="set a workspace's usage today")
     set_used.add_argument("workspace")
     set_used.add_argument("tokens")
@@ -60,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         if command == "set-limit":
             await quota.set_limit(workspace, None if args.tokens == "unlimited" else _tokens(args.tokens))
             print(f"{workspace}: daily limit {args.tokens}")
+        elif command == "clear-limit":
+            await quota.clear_limit(workspace)
+            print(f"{workspace}: run-time limit override removed")
         elif command == "set-used":
             await quota.set_used(workspace, _tokens(args.tokens))
             print(f"{workspace}: used today {args.tokens}")

@@ -268,4 +268,4 @@ async def exhausted_quota_workspace(
     yield make
     for workspace in made:
         await ccr_client.quota.reset(workspace)
-        await ccr_client.quota.set_limit(workspace, None)
+        await ccr_client.quota.clear_limit(workspace)

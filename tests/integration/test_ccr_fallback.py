@@ -122,7 +122,7 @@ async def test_cancellation_propagates_and_releases_quota(
     assert asyncio.all_tasks() == before
     status = await ccr_client.get_quota_status(ccr_workspace)
     assert (status.used_today, status.reserved) == (0, 0)
-    await ccr_client.quota.set_limit(ccr_workspace, None)
+    await ccr_client.quota.clear_limit(ccr_workspace)
 
 
 async def test_ccr_unreachable_fails_fast(ccr_settings, ccr_workspace):

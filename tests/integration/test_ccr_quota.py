@@ -33,7 +33,7 @@ async def test_returns_quota_status(ccr_client, ccr_workspace):
     assert status.remaining == 5000 - status.used_today
     assert status.reserved == 0
     assert status.reset_at.tzinfo is not None
-    await ccr_client.quota.set_limit(ccr_workspace, None)
+    await ccr_client.quota.clear_limit(ccr_workspace)
 
 
 async def test_quota_warning_threshold(ccr_client, ccr_workspace):
@@ -45,7 +45,7 @@ async def test_quota_warning_threshold(ccr_client, ccr_workspace):
     assert result.quota_warning is True
     assert result.quota_remaining_percentage is not None
     assert 0 < result.quota_remaining_percentage <= 20
-    await ccr_client.quota.set_limit(ccr_workspace, None)
+    await ccr_client.quota.clear_limit(ccr_workspace)
 
 
 async def test_workspace_isolation(ccr_client, exhausted_quota_workspace, ccr_workspace):
@@ -82,7 +82,7 @@ async def test_warning_fires_once_across_two_clients(ccr_settings, ccr_policy, c
         )
         assert fired == [ccr_workspace]
         await one.quota.reset(ccr_workspace)
-        await one.quota.set_limit(ccr_workspace, None)
+        await one.quota.clear_limit(ccr_workspace)
 
 
 async def test_exact_accounting_under_concurrency(ccr_settings, ccr_policy, ccr_workspace):
@@ -100,7 +100,7 @@ async def test_exact_accounting_under_concurrency(ccr_settings, ccr_policy, ccr_
         )
         status = await one.get_quota_status(ccr_workspace)
         await one.quota.reset(ccr_workspace)
-        await one.quota.set_limit(ccr_workspace, None)
+        await one.quota.clear_limit(ccr_workspace)
     admitted = [r for r in results if r.success]
     rejected = [r for r in results if r.error is ErrorCode.QUOTA_EXCEEDED]
     assert len(admitted) + len(rejected) == 200

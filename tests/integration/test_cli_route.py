@@ -23,8 +23,20 @@ def policy_file(tmp_path, ccr_policy):
 
 def test_route_prints_json_and_exits_0(live_ccr, policy_file, ccr_workspace, capsys):
     """A successful route prints the result as JSON and exits 0."""
-    args = ["route", "--url", live_ccr.url, "--workspace", ccr_workspace, "--task", "code_review",
-            "--prompt", "ping", "--max-tokens", "8", "--json"]
+    args = [
+        "route",
+        "--url",
+        live_ccr.url,
+        "--workspace",
+        ccr_workspace,
+        "--task",
+        "code_review",
+        "--prompt",
+        "ping",
+        "--max-tokens",
+        "8",
+        "--json",
+    ]
     if policy_file:
         args += ["--routing-file", policy_file]
     assert main(args) == 0
@@ -36,8 +48,19 @@ def test_route_prints_json_and_exits_0(live_ccr, policy_file, ccr_workspace, cap
 def test_route_failure_exits_1_without_secrets(policy_file, capsys):
     """A route to a closed port exits 1, says ccr_unavailable, and never prints the key."""
     key = "sk-planted-cli-key-5150"
-    args = ["route", "--url", f"http://127.0.0.1:{free_port()}", "--api-key", key, "--workspace", "acme",
-            "--prompt", "ping", "--routing-file", policy_file or "missing.json"]
+    args = [
+        "route",
+        "--url",
+        f"http://127.0.0.1:{free_port()}",
+        "--api-key",
+        key,
+        "--workspace",
+        "acme",
+        "--prompt",
+        "ping",
+        "--routing-file",
+        policy_file or "missing.json",
+    ]
     assert main(args) == 1
     captured = capsys.readouterr()
     assert "ccr_unavailable" in captured.out
@@ -46,8 +69,12 @@ def test_route_failure_exits_1_without_secrets(policy_file, capsys):
 
 @pytest.mark.parametrize(
     "args",
-    [["--workspace", "bad id", "--prompt", "x"], ["--workspace", "a", "--prompt", "x", "--complexity", "max"],
-     ["--workspace", "a"], ["--workspace", "a", "--prompt", "x", "--max-tokens", "0"]],
+    [
+        ["--workspace", "bad id", "--prompt", "x"],
+        ["--workspace", "a", "--prompt", "x", "--complexity", "max"],
+        ["--workspace", "a"],
+        ["--workspace", "a", "--prompt", "x", "--max-tokens", "0"],
+    ],
 )
 def test_route_bad_input_exits_2_with_one_line(args, capsys):
     """Bad input is exit 2 with a one-line message naming the field, no traceback."""

@@ -7,7 +7,7 @@ import pytest
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.integration
 
-USER_TESTS = '''
+USER_TESTS = """
 import pytest
 
 from ccr import ErrorCode
@@ -35,7 +35,7 @@ async def test_exhausted_workspace(ccr_client, exhausted_quota_workspace):
 
 def test_redis_url(redis_url):
     assert redis_url.startswith("redis://127.0.0.1:")
-'''
+"""
 
 
 def test_plugin_fixtures_work_in_a_user_project(pytester, ccr_version):

@@ -114,7 +114,7 @@ async def test_every_day_key_has_a_ttl_and_limits_persist(redis_url):
             assert 0 < ttl <= 2 * 86400 + 3600, (key, ttl)
     await raw.aclose()
     await m.reset(ws)
-    await m.set_limit(ws, None)
+    await m.clear_limit(ws)
     await m.aclose()
 
 
@@ -176,8 +176,11 @@ def test_cli_quota_exit_codes(redis_url, capsys):
     assert main([*base, "list"]) == 0
     assert ws in capsys.readouterr().out
     assert main([*base, "reset", ws]) == 0
+    assert main([*base, "set-used", ws, "5000"]) == 0
     assert main([*base, "set-limit", ws, "unlimited"]) == 0
-    assert main([*base, "status", "--workspace", ws]) == 0
+    assert main([*base, "status", "--workspace", ws]) == 0  # the unlimited override wins
+    assert main([*base, "clear-limit", ws]) == 0
+    assert main([*base, "reset", ws]) == 0
 
 
 def test_cli_quota_unknown_when_redis_unreachable(capsys):

@@ -176,12 +176,18 @@ class QuotaMachine(RuleBasedStateMachine):
         used, reserved = day.used, day.reserved(self.now)
         if limit is None:
             return {
-                "daily_limit": None, "used_today": used, "reserved": reserved,
-                "remaining": None, "used_percentage": 0.0, "warning": False,
+                "daily_limit": None,
+                "used_today": used,
+                "reserved": reserved,
+                "remaining": None,
+                "used_percentage": 0.0,
+                "warning": False,
                 "exceeded": refused,
             }
         return {
-            "daily_limit": limit, "used_today": used, "reserved": reserved,
+            "daily_limit": limit,
+            "used_today": used,
+            "reserved": reserved,
             "remaining": max(0, limit - used - reserved),
             "used_percentage": used / limit if limit else 1.0,
             "warning": used >= THRESHOLDS[0] * limit,
@@ -193,8 +199,13 @@ class QuotaMachine(RuleBasedStateMachine):
         return {
             key: getattr(status, key)
             for key in (
-                "daily_limit", "used_today", "reserved", "remaining",
-                "used_percentage", "warning", "exceeded",
+                "daily_limit",
+                "used_today",
+                "reserved",
+                "remaining",
+                "used_percentage",
+                "warning",
+                "exceeded",
             )
         }
 
@@ -216,9 +227,7 @@ class QuotaMachine(RuleBasedStateMachine):
         if fits:
             day.holds[reservation.id] = (amount, self.now + TTL)
         assert reservation.status is not None
-        assert self.observed(reservation.status) == self.expected_status(
-            workspace, day, refused=not fits
-        )
+        assert self.observed(reservation.status) == self.expected_status(workspace, day, refused=not fits)
         return reservation if fits else multiple()
 
     @rule(reservation=consumes(reservations), used=tokens)
@@ -317,8 +326,7 @@ class QuotaMachine(RuleBasedStateMachine):
         expected = [
             w
             for w in WORKSPACES
-            if (d := self.model.days.get((w, self.today()))) is not None
-            and (d.used or d.reserved(self.now))
+            if (d := self.model.days.get((w, self.today()))) is not None and (d.used or d.reserved(self.now))
         ]
         assert listed == expected
 

@@ -252,6 +252,8 @@ async def test_runtime_limit_wins_over_the_policy(
     await manager.set_limit(W, 5000)
     assert (await manager.status(W)).daily_limit == 5000
     await manager.set_limit(W, None)
+    assert (await manager.status(W)).daily_limit is None
+    await manager.clear_limit(W)
     assert (await manager.status(W)).daily_limit == 10
 
 

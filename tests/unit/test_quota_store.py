@@ -158,10 +158,16 @@ async def test_runtime_limit_override_applies_to_an_unlimited_workspace(store: Q
 
 
 async def test_removing_the_override_falls_back_to_the_default(store: QuotaStore) -> None:
-    """set_limit(None) removes the override."""
+    """clear_limit removes the override; the default applies again."""
     await store.set_limit(W, 10)
-    await store.set_limit(W, None)
+    await store.clear_limit(W)
     assert (await counts(store, limit=1000)).limit == 1000
+
+
+async def test_unlimited_override_wins_over_the_default(store: QuotaStore) -> None:
+    """set_limit(None) is an unlimited override: it wins over a default limit."""
+    await store.set_limit(W, None)
+    assert (await counts(store, limit=1000)).limit is None
 
 
 async def test_limit_override_is_per_workspace(store: QuotaStore) -> None:

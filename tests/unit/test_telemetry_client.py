@@ -33,10 +33,16 @@ def spans():
 
 
 async def route_once(fake, registry, tracer_provider):
-    async with CCRClient(CCRSettings(url=fake.url), policy=POLICY, registry=registry,
-                         tracer_provider=tracer_provider) as client:
+    async with CCRClient(
+        CCRSettings(url=fake.url), policy=POLICY, registry=registry, tracer_provider=tracer_provider
+    ) as client:
         return await client.route_request(
-            {"workspace_id": WORKSPACE, "task": "code_review", "prompt": "secret prompt text", "max_tokens": 16}
+            {
+                "workspace_id": WORKSPACE,
+                "task": "code_review",
+                "prompt": "secret prompt text",
+                "max_tokens": 16,
+            }
         )
 
 
@@ -85,8 +91,10 @@ async def test_no_prompt_text_in_spans_by_default(fake, spans):
     """Prompt and reply text stay out of spans unless trace_content is set."""
     provider, exporter = spans
     await route_once(fake, CollectorRegistry(), provider)
-    dump = " ".join(str(dict(s.attributes or {})) + str([e.attributes for e in s.events])
-                    for s in exporter.get_finished_spans())
+    dump = " ".join(
+        str(dict(s.attributes or {})) + str([e.attributes for e in s.events])
+        for s in exporter.get_finished_spans()
+    )
     assert "secret prompt text" not in dump
 
 
@@ -95,7 +103,10 @@ async def test_metrics_move_by_the_expected_amounts(fake, spans):
     registry = CollectorRegistry()
     await route_once(fake, registry, spans[0])
     value = registry.get_sample_value
-    assert value("ccr_requests_total", {"provider": "backup", "task_type": "code_review", "status": "success"}) == 1
+    assert (
+        value("ccr_requests_total", {"provider": "backup", "task_type": "code_review", "status": "success"})
+        == 1
+    )
     assert value("ccr_attempts_total", {"provider": "up", "outcome": "error"}) == 1
     assert value("ccr_attempts_total", {"provider": "backup", "outcome": "success"}) == 1
     assert value("ccr_fallbacks_total", {"from_provider": "up", "reason": "http_503"}) == 1
@@ -120,6 +131,9 @@ async def test_two_clients_share_one_registry(fake, spans):
     registry = CollectorRegistry()
     await route_once(fake, registry, spans[0])
     await route_once(fake, registry, spans[0])
-    assert registry.get_sample_value(
-        "ccr_requests_total", {"provider": "backup", "task_type": "code_review", "status": "success"}
-    ) == 2
+    assert (
+        registry.get_sample_value(
+            "ccr_requests_total", {"provider": "backup", "task_type": "code_review", "status": "success"}
+        )
+        == 2
+    )
