@@ -9,6 +9,7 @@ with a circuit breaker, and emit OpenTelemetry spans and Prometheus metrics.
 """
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from ccr._client import CCRClient
 from ccr._clock import Clock, FakeClock, SystemClock
@@ -44,10 +45,23 @@ from ccr._models import (
     Usage,
 )
 from ccr._policy import RoutingPolicy, WorkspacePolicy
-from ccr._quota import MemoryQuotaStore, QuotaManager, QuotaStore, RedisQuotaStore
+from ccr._quota import MemoryQuotaStore, QuotaManager, QuotaStore
 from ccr._settings import CCRSettings
 from ccr._telemetry import MetricsServer, metrics_app, serve_metrics, traced
 from ccr._version import __version__
+
+if TYPE_CHECKING:
+    from ccr._quota._redis import RedisQuotaStore
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: redis-py is heavy and only Redis users need it.
+    if name == "RedisQuotaStore":
+        from ccr._quota._redis import RedisQuotaStore
+
+        return RedisQuotaStore
+    raise AttributeError(f"module 'ccr' has no attribute {name!r}")
+
 
 # A library logs, the application decides where it goes (no "last resort" stderr).
 logging.getLogger("ccr").addHandler(logging.NullHandler())

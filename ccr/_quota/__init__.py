@@ -5,11 +5,25 @@ See ``docs/quota.md`` for the model, the Redis key layout and the fail modes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ccr._quota._day import QuotaCalendar, QuotaDay
 from ccr._quota._manager import QuotaManager, QuotaWarningCallback, Reservation
-from ccr._quota._redis import RedisQuotaStore
 from ccr._quota._store import MemoryQuotaStore, QuotaCounts, QuotaStore
 from ccr._settings import CCRSettings
+
+if TYPE_CHECKING:
+    from ccr._quota._redis import RedisQuotaStore
+
+
+def __getattr__(name: str) -> Any:
+    # redis-py (and, through it, the OpenTelemetry SDK when installed) is imported only
+    # when a Redis store is wanted: `import ccr` stays light.
+    if name == "RedisQuotaStore":
+        from ccr._quota._redis import RedisQuotaStore
+
+        return RedisQuotaStore
+    raise AttributeError(name)
 
 __all__ = [
     "MemoryQuotaStore",
@@ -29,4 +43,6 @@ def store_from_settings(settings: CCRSettings) -> QuotaStore:
     """Redis (or Cluster) if ``redis_url`` is set, else the in-process memory store."""
     if settings.redis_url is None:
         return MemoryQuotaStore()
+    from ccr._quota._redis import RedisQuotaStore
+
     return RedisQuotaStore.from_url(settings.redis_url.get_secret_value(), timeout=settings.quota_timeout)

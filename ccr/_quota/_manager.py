@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from redis.exceptions import RedisError
 
 from ccr._clock import Clock
 from ccr._errors import ErrorCode, QuotaUnavailable
@@ -37,7 +36,13 @@ KEY_MARGIN = 3600.0
 """Seconds a day's keys outlive the day, on top of ``reservation_ttl``: a reservation
 made just before midnight can still settle against its day, with room for clock skew."""
 
-_STORE_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, QuotaUnavailable)
+
+def _is_store_error(exc: Exception) -> bool:
+    """Connection-level failures of a store (redis-py is imported only once one happened)."""
+    from redis.exceptions import RedisError
+
+    return isinstance(exc, (RedisError, OSError, QuotaUnavailable))
+
 _LIST_CONCURRENCY = 32
 _T = TypeVar("_T")
 
@@ -337,7 +342,9 @@ class QuotaManager:
         """Run an operator call; store failures become ``QuotaUnavailable``."""
         try:
             result = await step
-        except _STORE_ERRORS as exc:
+        except Exception as exc:
+            if not _is_store_error(exc):
+                raise
             self._store_failed(op, exc)
             raise QuotaUnavailable(f"the quota store could not be reached ({type(exc).__name__})") from exc
         self._store_ok()
