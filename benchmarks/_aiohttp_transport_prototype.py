@@ -13,7 +13,6 @@ proxies, HTTP/2, per-request TLS settings.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -104,7 +103,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.ReadError(str(exc), request=request) from exc
         except aiohttp.ClientError as exc:
             raise httpx.TransportError(str(exc), request=request) from exc
-        except asyncio.TimeoutError as exc:  # pragma: no cover - older aiohttp
+        except TimeoutError as exc:  # pragma: no cover - older aiohttp
             raise httpx.ReadTimeout("timeout", request=request) from exc
         return httpx.Response(
             status,

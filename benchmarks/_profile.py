@@ -22,6 +22,7 @@ import contextlib
 import gc
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -30,8 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _patches  # noqa: E402
-from _scenarios import MAX_TOKENS, PROMPT, WORKSPACE, anthropic_body  # noqa: E402
+import _patches
+from _scenarios import MAX_TOKENS, PROMPT, WORKSPACE, anthropic_body
 
 REPLY = json.dumps(
     {
@@ -102,6 +103,7 @@ def _client(
 
 
 async def _cpu_per_call(call: Callable[[], Awaitable[Any]], n: int, repeat: int) -> float:
+    """Best-of-``repeat`` CPU us per call over ``n`` calls (after a warm-up)."""
     for _ in range(min(n, 300)):
         await call()
     best = float("inf")
@@ -114,14 +116,51 @@ async def _cpu_per_call(call: Callable[[], Awaitable[Any]], n: int, repeat: int)
     return best * 1e6
 
 
+async def _interleaved(
+    calls: dict[str, Callable[[], Awaitable[Any]]],
+    batch: int,
+    rounds: int,
+    patches: dict[str, list[str]] | None = None,
+) -> dict[str, float]:
+    """Median CPU us per call of each variant, batches interleaved round by round.
+
+    Interleaving spreads any background load over every variant alike, so the
+    differences between variants stay meaningful on a busy machine.
+    """
+    names = list(calls)
+    patches = patches or {}
+
+    def patched(name: str) -> _patches.Undo:
+        return _patches.undo_all([_patches.apply(p) for p in patches.get(name, [])])
+
+    for name in names:
+        undo = patched(name)
+        for _ in range(min(batch, 300)):
+            await calls[name]()
+        undo()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            call = calls[name]
+            undo = patched(name)
+            gc.collect()
+            t0 = time.process_time()
+            for _ in range(batch):
+                await call()
+            samples[name].append((time.process_time() - t0) / batch * 1e6)
+            undo()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 async def breakdown(args: argparse.Namespace) -> dict[str, float]:
     """CPU us per request for each layer, through the mock transport (or --url)."""
     url = args.url or "http://127.0.0.1:3456"
     messages_url = url + "/v1/messages"
     body = anthropic_body()
+    dead_body = anthropic_body("up,dead")
     raw_dict = {"workspace_id": WORKSPACE, "prompt": PROMPT, "max_tokens": MAX_TOKENS}
     headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
-    out: dict[str, float] = {}
     async with _http(args.url) as http:
 
         async def raw() -> Any:
@@ -129,13 +168,13 @@ async def breakdown(args: argparse.Namespace) -> dict[str, float]:
             return response.json()
 
         async def raw_dead() -> Any:
-            response = await http.post(
-                messages_url, json=anthropic_body("up,dead"), headers=headers
-            )
+            response = await http.post(messages_url, json=dead_body, headers=headers)
             return response.json()
 
-        out["httpx_raw"] = await _cpu_per_call(raw, args.requests, args.repeat)
-        out["httpx_raw_503"] = await _cpu_per_call(raw_dead, args.requests, args.repeat)
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "httpx_raw": raw,
+            "httpx_raw_503": raw_dead,
+        }
         variants: dict[str, dict[str, Any]] = {
             "route_memory": {},
             "route_nohooks": {"hooks": []},
@@ -158,13 +197,44 @@ async def breakdown(args: argparse.Namespace) -> dict[str, float]:
                 assert result.success, result.error_message
                 return result
 
-            out[name] = await _cpu_per_call(route, args.requests, args.repeat)
+            calls[name] = route
+        out = await _interleaved(calls, args.batch, args.rounds)
     out["ours_on_top_of_httpx"] = out["route_memory"] - out["httpx_raw"]
     out["telemetry_default_hooks"] = out["route_memory"] - out["route_nohooks"]
     out["fallback_switch_beyond_failed_attempt"] = (
         out["route_fallback"] - out["route_memory"] - out["httpx_raw_503"]
     )
     out["circuit_open_skip"] = out["route_circuit_open"] - out["route_memory"]
+    return out
+
+
+async def savings(args: argparse.Namespace) -> dict[str, float]:
+    """CPU us per request saved by each prototype patch, interleaved against no patch."""
+    url = args.url or "http://127.0.0.1:3456"
+    raw_dict = {"workspace_id": WORKSPACE, "prompt": PROMPT, "max_tokens": MAX_TOKENS}
+    names = _patches.expand(args.patch or "all")
+    variants: dict[str, list[str]] = {"none": [], **{n: [n] for n in names}}
+    if len(names) > 1:
+        variants["all"] = names
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for variant, patch_names in variants.items():
+            undo = _patches.undo_all([_patches.apply(p) for p in patch_names])
+            http = await stack.enter_async_context(_http(args.url))
+            client = _client(http, url, **({"hooks": []} if args.no_hooks else {}))
+            undo()
+
+            async def route(client: Any = client) -> Any:
+                result = await client.route_request(raw_dict)
+                assert result.success, result.error_message
+                return result
+
+            calls[variant] = route
+        medians = await _interleaved(calls, args.batch, args.rounds, variants)
+    out = {f"{name} (us/request)": value for name, value in medians.items()}
+    for name in variants:
+        if name != "none":
+            out[f"saving: {name}"] = medians["none"] - medians[name]
     return out
 
 
@@ -201,9 +271,14 @@ async def micro(args: argparse.Namespace) -> dict[str, float]:
 
     async def timeout_cost() -> None:
         async with asyncio.timeout(60):
-            pass
+            await asyncio.sleep(0)
 
-    out["asyncio.timeout enter/exit"] = await _cpu_per_call(timeout_cost, n, 3)
+    async def sleep0() -> None:
+        await asyncio.sleep(0)
+
+    out["asyncio.timeout enter/exit"] = await _cpu_per_call(timeout_cost, n, 3) - await _cpu_per_call(
+        sleep0, n, 3
+    )
 
     async def reserve_settle() -> None:
         reservation = await client.quota.reserve(WORKSPACE, 300)
@@ -245,10 +320,13 @@ async def profile(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["breakdown", "micro", "profile"])
+    parser.add_argument("what", choices=["breakdown", "savings", "micro", "profile"])
+    parser.add_argument("--no-hooks", action="store_true", help="savings: hooks=[]")
     parser.add_argument("--url", default="", help="a benchmarks/_server.py URL; default: mock")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=300, help="breakdown: calls per batch")
+    parser.add_argument("--rounds", type=int, default=15, help="breakdown: interleaved rounds")
     parser.add_argument("--profiler", choices=["cprofile", "pyinstrument"], default="cprofile")
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=45)
@@ -258,12 +336,16 @@ def main() -> None:
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {args.cpu})
-    for name in _patches.expand(args.patch):
-        _patches.apply(name)
     if args.what == "profile":
+        for name in _patches.expand(args.patch):
+            _patches.apply(name)
         asyncio.run(profile(args))
         return
-    result = asyncio.run(breakdown(args) if args.what == "breakdown" else micro(args))
+    if args.what == "breakdown":
+        for name in _patches.expand(args.patch):
+            _patches.apply(name)
+    commands = {"breakdown": breakdown, "savings": savings, "micro": micro}
+    result = asyncio.run(commands[args.what](args))
     width = max(len(k) for k in result)
     for key, value in result.items():
         sys.stdout.write(f"{key:<{width}}  {value:8.1f} us\n")

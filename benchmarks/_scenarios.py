@@ -164,7 +164,6 @@ async def _ccr_client(
 
     from ccr import CCRClient, CCRSettings
 
-    _apply_patches(args.patch)
     options: dict[str, Any] = {
         "url": args.url,
         "daily_token_limit": 10**15,  # the quota is checked on every call, never exhausted
@@ -232,9 +231,19 @@ async def route_nohooks(args: argparse.Namespace) -> AsyncIterator[One]:
 
 @scenario("route_redis")
 async def route_redis(args: argparse.Namespace) -> AsyncIterator[One]:
-    """route_request, Redis quota (two scripts per request), default hooks."""
-    async with _ccr_client(args, redis=True) as client:
-        yield _route_one(client, args)
+    """route_request, Redis quota (two scripts per request), default hooks.
+
+    Afterwards, Redis's own command counters over 50 more requests give the round trips
+    per request.
+    """
+    async with _ccr_client(args, redis=True) as client, _counting_redis(args) as counter:
+        one = _route_one(client, args)
+        yield one
+        before = await _command_calls(counter)
+        for _ in range(50):
+            await one()
+        after = await _command_calls(counter)
+        EXTRA["redis_commands_per_request"] = (after - before) / 50
 
 
 @scenario("route_otel_sdk")
@@ -261,9 +270,7 @@ async def route_aiohttp(args: argparse.Namespace) -> AsyncIterator[One]:
 @scenario("route_fallback")
 async def route_fallback(args: argparse.Namespace) -> AsyncIterator[One]:
     """Chain [dead (503 fast), ok]: every request fails over once; breaker never opens."""
-    async with _ccr_client(
-        args, chain=(DEAD_TARGET, OK_TARGET), breaker_failure_threshold=10**9
-    ) as client:
+    async with _ccr_client(args, chain=(DEAD_TARGET, OK_TARGET), breaker_failure_threshold=10**9) as client:
         one = _route_one(client, args)
 
         async def checked() -> Any:
@@ -278,9 +285,7 @@ async def route_fallback(args: argparse.Namespace) -> AsyncIterator[One]:
 @scenario("route_circuit_open")
 async def route_circuit_open(args: argparse.Namespace) -> AsyncIterator[One]:
     """Chain [dead, ok] with dead's circuit open: skipped without a network call."""
-    async with _ccr_client(
-        args, chain=(DEAD_TARGET, OK_TARGET), breaker_cooldown=10**6
-    ) as client:
+    async with _ccr_client(args, chain=(DEAD_TARGET, OK_TARGET), breaker_cooldown=10**6) as client:
         client._breaker.force_open(DEAD_TARGET)
         one = _route_one(client, args)
         before = await _server_stats(args.url)
@@ -315,17 +320,13 @@ def _redis_client(url: str) -> Any:
     from redis.backoff import NoBackoff
 
     # The same fail-fast options as RedisQuotaStore.from_url.
-    return Redis.from_url(
-        url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
-    )
+    return Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
 
 
 async def _command_calls(client: Any) -> int:
     """Commands Redis has executed (INFO commandstats), INFO itself excluded."""
     stats = await client.info("commandstats")
-    return sum(
-        int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_") and k != "cmdstat_info"
-    )
+    return sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_") and k != "cmdstat_info")
 
 
 @contextlib.asynccontextmanager
@@ -354,12 +355,9 @@ def _quota_manager(args: argparse.Namespace) -> Any:
     from ccr import CCRSettings, QuotaManager, RedisQuotaStore
     from ccr._clock import SYSTEM_CLOCK
 
-    _apply_patches(args.patch)
     settings = CCRSettings(daily_token_limit=10**15)
     store = RedisQuotaStore.from_url(args.redis_url)
-    return QuotaManager(
-        store, settings=settings, limit_for=lambda _w: 10**15, clock=SYSTEM_CLOCK
-    )
+    return QuotaManager(store, settings=settings, limit_for=lambda _w: 10**15, clock=SYSTEM_CLOCK)
 
 
 @scenario("quota_redis")
@@ -384,19 +382,6 @@ async def quota_redis(args: argparse.Namespace) -> AsyncIterator[One]:
             EXTRA["redis_commands_per_request"] = (after - before) / 50
         finally:
             await manager.aclose()
-
-
-@scenario("route_redis_roundtrips")
-async def route_redis_roundtrips(args: argparse.Namespace) -> AsyncIterator[One]:
-    """route_request with the Redis quota; reports Redis commands per request."""
-    async with _ccr_client(args, redis=True) as client, _counting_redis(args) as counter:
-        one = _route_one(client, args)
-        yield one
-        before = await _command_calls(counter)
-        for _ in range(50):
-            await one()
-        after = await _command_calls(counter)
-        EXTRA["redis_commands_per_request"] = (after - before) / 50
 
 
 # --- LiteLLM (optional, runs in its own virtualenv) -------------------------------------
@@ -517,7 +502,7 @@ def _apply_patches(names: str | None) -> None:
     if names:
         import _patches
 
-        for name in names.split(","):
+        for name in _patches.expand(names):
             _patches.apply(name)
 
 
@@ -558,6 +543,7 @@ async def _run(one: One, requests: int, concurrency: int) -> dict[str, Any]:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    _apply_patches(args.patch)
     factory = SCENARIOS[args.scenario]
     async with factory(args) as one:
         await _run(one, args.warmup, args.concurrency)
@@ -578,9 +564,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to a CPU")
     parser.add_argument("--patch", default="", help="benchmarks/_patches.py prototypes to apply")
-    parser.add_argument(
-        "--request-model", action="store_true", help="pass a RouteRequest, not a dict"
-    )
+    parser.add_argument("--request-model", action="store_true", help="pass a RouteRequest, not a dict")
     args = parser.parse_args()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         with contextlib.suppress(OSError):

@@ -120,7 +120,11 @@ class CCRClient:
 
     async def __aenter__(self) -> Self:
         if self._policy is None:
-            await self.load_policy()
+            try:
+                await self.load_policy()
+            except BaseException:
+                await self.aclose()  # no pool left open behind a failed start
+                raise
         return self
 
     async def __aexit__(
@@ -178,8 +182,8 @@ class CCRClient:
                 )
             try:
                 config = response.json()
-            except ValueError:
-                raise ConfigurationError("CCR's /api/config is not JSON") from None
+            except (ValueError, RecursionError):
+                raise ConfigurationError("CCR's /api/config is not usable JSON") from None
             if not isinstance(config, dict):
                 raise ConfigurationError("CCR's /api/config is not a JSON object")
             self._redactor.add(*_provider_keys(config))
@@ -318,6 +322,7 @@ class CCRClient:
             settings=self.settings,
             clock=self._clock,
             include_model_status=include_model_status,
+            on_secret=self._redactor.add,
         )
         duration = time.perf_counter() - started
         for hook in self._hooks:
@@ -378,7 +383,9 @@ def _default_http_client(settings: CCRSettings) -> httpx.AsyncClient:
 
 def _provider_keys(config: Mapping[str, Any]) -> list[str]:
     """Secrets in a CCR config (APIKEY, provider api keys): learned only to redact them."""
-    providers = config.get("Providers") or config.get("providers") or []
+    providers = config.get("Providers") or config.get("providers")
+    if not isinstance(providers, list):
+        providers = []
     candidates = [config.get("APIKEY")] + [p.get("api_key") for p in providers if isinstance(p, dict)]
     return [key for key in candidates if isinstance(key, str)]
 

@@ -117,7 +117,7 @@ async def _health_once(
         raise _NotOkError(f"http_{response.status_code}", retryable=False)
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict) or body.get("status") != "ok":
         # Something answers on that port, but it is not a ready CCR.
@@ -157,6 +157,16 @@ async def _probe_health(
     return _HealthProbe(ok=True, latency_ms=latency_ms, attempts=attempts, error=None)
 
 
+def _provider_keys(payload: Any) -> list[str]:
+    """The api keys in a ``/providers`` answer: learned only so they can be redacted."""
+    if isinstance(payload, dict):
+        payload = payload.get("providers", payload.get("Providers"))
+    if not isinstance(payload, list):
+        return []
+    keys = (p.get("api_key") for p in payload if isinstance(p, dict))
+    return [key for key in keys if isinstance(key, str) and key]
+
+
 def _targets_from_providers(payload: Any) -> list[str]:
     """``"name,model"`` for every provider CCR lists; reads ``name`` and ``models`` only.
 
@@ -188,7 +198,12 @@ def _targets_from_providers(payload: Any) -> list[str]:
 
 
 async def _ccr_targets(
-    http: httpx.AsyncClient, url: str, headers: Mapping[str, str], *, time_limit: float
+    http: httpx.AsyncClient,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    time_limit: float,
+    on_secret: Callable[[str], None] | None = None,
 ) -> list[str]:
     """The targets CCR's own config lists; empty when ``/providers`` is closed or absent."""
     try:
@@ -198,9 +213,12 @@ async def _ccr_targets(
             logger.debug("CCR /providers answered http_%d; ignored", response.status_code)
             return []
         payload = response.json()
-    except (*_NETWORK_ERRORS, ValueError) as exc:
+    except (*_NETWORK_ERRORS, ValueError, RecursionError) as exc:
         logger.debug("CCR /providers failed with %s; ignored", _error_type(exc))
         return []
+    if on_secret is not None:
+        for key in _provider_keys(payload):
+            on_secret(key)
     return _targets_from_providers(payload)
 
 
@@ -245,8 +263,12 @@ async def run_health_check(
     settings: CCRSettings,
     clock: Clock,
     include_model_status: bool = False,
+    on_secret: Callable[[str], None] | None = None,
 ) -> HealthReport:
     """Check CCR at ``url`` and report; network trouble is data in the report, never raised.
+
+    ``on_secret`` receives each provider api key ``/providers`` shows, so the caller can
+    redact them from anything it reports later; nothing here keeps them.
 
     Status: unhealthy when ``/health`` fails after ``settings.health_retries`` tries or
     every probed model is unavailable; degraded when ``/health`` is slower than
@@ -269,7 +291,9 @@ async def run_health_check(
     model_status: dict[str, ModelStatus] = {}
     if health.ok:
         async with asyncio.TaskGroup() as group:
-            extra = group.create_task(_ccr_targets(http, base, headers, time_limit=settings.health_timeout))
+            extra = group.create_task(
+                _ccr_targets(http, base, headers, time_limit=settings.health_timeout, on_secret=on_secret)
+            )
             probes = {
                 target: group.create_task(
                     _probe_model(

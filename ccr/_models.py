@@ -8,6 +8,7 @@ already trusts, so they are created with ``model_construct`` on the hot path.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -77,6 +78,15 @@ def validate_task(value: str) -> str:
     return value
 
 
+def validate_provider(value: str) -> str:
+    """A provider name goes into reasons, spans and logs: one printable token, no comma."""
+    if not 1 <= len(value) <= 128 or "," in value:
+        raise ValueError("provider names are 1-128 characters without a comma")
+    if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in value):
+        raise ValueError("provider names must be printable, without spaces or control characters")
+    return value
+
+
 def validate_target(value: str) -> str:
     """A CCR target is ``"provider,model"``: exactly one comma, both parts non-empty."""
     if not isinstance(value, str):
@@ -95,6 +105,7 @@ def validate_target(value: str) -> str:
 WorkspaceId = Annotated[str, AfterValidator(validate_workspace_id)]
 TaskName = Annotated[str, AfterValidator(validate_task)]
 Target = Annotated[str, AfterValidator(validate_target)]
+ProviderName = Annotated[str, AfterValidator(validate_provider)]
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -125,7 +136,7 @@ class RouteRequest(BaseModel):
     system: str | None = None
     max_tokens: int = Field(default=1024, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    preferred_provider: str | None = Field(default=None, min_length=1, max_length=128)
+    preferred_provider: ProviderName | None = None
     context: dict[str, Any] = Field(default_factory=dict)
     attempt_timeout: float | None = Field(default=None, gt=0)
     deadline: float | None = Field(default=None, gt=0)
@@ -141,8 +152,6 @@ class RouteRequest(BaseModel):
             raise ValueError("messages or prompt is required (unless dry_run=True)")
         if self.messages is not None and not self.messages:
             raise ValueError("messages must not be empty")
-        if self.preferred_provider is not None and "," in self.preferred_provider:
-            raise ValueError("preferred_provider is a provider name, without a comma")
         return self
 
     def anthropic_messages(self) -> list[dict[str, Any]]:

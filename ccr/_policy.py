@@ -15,9 +15,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ccr._errors import ConfigurationError
-from ccr._models import Complexity, Target, WorkspaceId, split_target
+from ccr._models import Complexity, ProviderName, Target, WorkspaceId, split_target
 
 _MAX_POLICY_BYTES = 2 * 1024 * 1024
+MAX_TOKENS = 2**53 - 1  # Lua numbers are doubles: exact integers up to 2**53
 
 # CCR's Router keys and the complexity each one serves.
 _CCR_ROUTES: dict[str, Complexity] = {
@@ -34,8 +35,8 @@ class WorkspacePolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    preferred_provider: str | None = Field(default=None, min_length=1, max_length=128)
-    daily_token_limit: int | None = Field(default=None, ge=0)
+    preferred_provider: ProviderName | None = None
+    daily_token_limit: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
 
 
 class RoutingPolicy(BaseModel):
@@ -95,28 +96,34 @@ class RoutingPolicy(BaseModel):
     def from_file(cls, path: str | Path) -> RoutingPolicy:
         """Load a policy from a ``.toml`` or ``.json`` file; errors name the file and field."""
         path = Path(path)
+        if path.suffix not in {".toml", ".json"}:
+            raise ConfigurationError(f"policy file {path}: use a .toml or .json file")
         try:
             size = path.stat().st_size
+            if size > _MAX_POLICY_BYTES:
+                raise ConfigurationError(f"policy file {path}: {size} bytes is too large")
+            raw = path.read_bytes()
         except OSError as exc:
-            raise ConfigurationError(f"policy file {path}: cannot read ({exc.strerror})") from exc
-        if size > _MAX_POLICY_BYTES:
-            raise ConfigurationError(f"policy file {path}: {size} bytes is too large")
-        raw = path.read_bytes()
+            raise ConfigurationError(f"policy file {path}: cannot read ({exc.strerror})") from None
         try:
             if path.suffix == ".toml":
                 data: Any = tomllib.loads(raw.decode("utf-8"))
-            elif path.suffix == ".json":
-                data = json.loads(raw)
             else:
-                raise ConfigurationError(f"policy file {path}: use a .toml or .json file")
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"policy file {path}: not valid {path.suffix[1:]}: {exc}") from exc
+                data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers decode errors, bad UTF-8 and over-long integers.
+            reason = str(exc).splitlines()[0][:200] if isinstance(exc, ValueError) else "nested too deeply"
+            raise ConfigurationError(f"policy file {path}: not valid {path.suffix[1:]}: {reason}") from None
         if not isinstance(data, dict):
             raise ConfigurationError(f"policy file {path}: the top level must be a table/object")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigurationError(f"policy file {path}: {_describe(exc)}") from exc
+            # `from None`: pydantic's error echoes input values, and a file copied from CCR's
+            # config.json holds provider keys. The message names the fields; that is enough.
+            raise ConfigurationError(f"policy file {path}: {_describe(exc)}") from None
+        except RecursionError:
+            raise ConfigurationError(f"policy file {path}: nested too deeply") from None
 
     @classmethod
     def from_ccr_config(cls, config: Mapping[str, Any]) -> RoutingPolicy:
@@ -149,7 +156,7 @@ class RoutingPolicy(BaseModel):
                 long_context_chain=long_chain if isinstance(threshold, int) and threshold > 0 else None,
             )
         except ValidationError as exc:
-            raise ConfigurationError(f"CCR Router section: {_describe(exc)}") from exc
+            raise ConfigurationError(f"CCR Router section: {_describe(exc)}") from None
 
     # --- queries -----------------------------------------------------------------
 

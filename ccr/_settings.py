@@ -57,7 +57,7 @@ class CCRSettings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("redis_url", "CCR_REDIS_URL", "REDIS_URL"),
     )
-    daily_token_limit: int | None = Field(default=None, ge=0)
+    daily_token_limit: int | None = Field(default=None, ge=0, le=2**53 - 1)
     quota_warning_thresholds: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_thresholds)] = (
         0.8,
         0.95,

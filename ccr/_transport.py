@@ -99,7 +99,7 @@ def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> 
                 latency_ms=latency_ms,
                 error_message="CCR answered 2xx with a body that is not a JSON object",
             )
-        if body.get("type") == "error" or "error" in body:
+        if body.get("type") == "error" or body.get("error") is not None:
             return Reply(
                 AttemptOutcome.ERROR,
                 status,
@@ -207,6 +207,7 @@ def _error_text(body: dict[str, Any]) -> str:
 
 
 def _text_of(content: list[Any]) -> str:
-    return "".join(
-        block.get("text", "") for block in content if isinstance(block, dict) and block.get("type") == "text"
+    texts = (
+        block.get("text") for block in content if isinstance(block, dict) and block.get("type") == "text"
     )
+    return "".join(text for text in texts if isinstance(text, str))

@@ -353,7 +353,7 @@ class _Run:
 
     def _needs_policy(self) -> tuple[CheckStatus, str] | None:
         if self.policy is None:
-            reason = self.policy_error or "no routing policy"
+            reason = self.policy_error or "none given and none derived from CCR"
             return CheckStatus.FAIL, f"no routing policy: {reason}"
         return None
 
@@ -557,7 +557,7 @@ class _Run:
         for workspace in (self.quota_workspace, self.route_workspace):
             with contextlib.suppress(QuotaUnavailable, ValueError):
                 await self.client.quota.reset(workspace)
-                await self.client.quota.set_limit(workspace, None)
+                await self.client.quota.clear_limit(workspace)
 
     # --- 6. telemetry ---------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ def __getattr__(name: str) -> Any:
         return RedisQuotaStore
     raise AttributeError(name)
 
+
 __all__ = [
     "MemoryQuotaStore",
     "QuotaCalendar",

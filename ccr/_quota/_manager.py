@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-
 from ccr._clock import Clock
 from ccr._errors import ErrorCode, QuotaUnavailable
 from ccr._hooks import Hook
@@ -42,6 +41,7 @@ def _is_store_error(exc: Exception) -> bool:
     from redis.exceptions import RedisError
 
     return isinstance(exc, (RedisError, OSError, QuotaUnavailable))
+
 
 _LIST_CONCURRENCY = 32
 _T = TypeVar("_T")

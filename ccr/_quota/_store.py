@@ -180,7 +180,7 @@ class MemoryQuotaStore:
             del self._days[key]
 
     def _limit(self, workspace_id: str, default_limit: int | None) -> int | None:
-        return self._limits[workspace_id] if workspace_id in self._limits else default_limit
+        return self._limits.get(workspace_id, default_limit)
 
     async def reserve(
         self,

@@ -55,11 +55,11 @@ async def _route(settings: object, policy: object, request: RouteRequest) -> Rou
     from ccr._client import CCRClient
     from ccr._errors import ConfigurationError
 
-    async with CCRClient(settings, policy=policy, hooks=[]) as client:  # type: ignore[arg-type]
-        try:
+    try:
+        async with CCRClient(settings, policy=policy, hooks=[]) as client:  # type: ignore[arg-type]
             return await client.route_request(request)
-        except ConfigurationError as exc:
-            raise BadInput(str(exc)) from None
+    except ConfigurationError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def render(result: RouteResult) -> str:

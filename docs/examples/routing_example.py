@@ -19,22 +19,26 @@ policy = RoutingPolicy(
 
 
 async def main() -> None:
-    async with FakeProvider() as provider, LiveCCR.for_fake(provider, models=["small", "mid", "big"]) as ccr:
-        async with CCRClient(CCRSettings(url=ccr.url), policy=policy, hooks=[]) as client:
-            decision = client.decide({"workspace_id": "acme", "task": "architecture_design", "dry_run": True})
-            print("decision:", decision.chain, "|", decision.reason)
+    async with (
+        FakeProvider() as provider,
+        LiveCCR.for_fake(provider, models=["small", "mid", "big"]) as ccr,
+        CCRClient(CCRSettings(url=ccr.url), policy=policy, hooks=[]) as client,
+    ):
+        decision = client.decide({"workspace_id": "acme", "task": "architecture_design", "dry_run": True})
+        print("decision:", decision.chain, "|", decision.reason)
 
-            result = await client.route_request(
-                {"workspace_id": "acme", "task": "architecture_design", "prompt": "Design a queue"}
-            )
-            print("routed:", result.model, result.usage)
+        result = await client.route_request(
+            {"workspace_id": "acme", "task": "architecture_design", "prompt": "Design a queue"}
+        )
+        print("routed:", result.model, result.usage)
 
-            provider.set_behavior("big", Behavior.status(503))
-            result = await client.route_request(
-                {"workspace_id": "acme", "task": "architecture_design", "prompt": "Design a cache"}
-            )
-            print("fallback:", result.model, [(a.target, a.error_type) for a in result.attempts])
-            assert result.fallback_used and result.model == "up,mid"
+        provider.set_behavior("big", Behavior.status(503))
+        result = await client.route_request(
+            {"workspace_id": "acme", "task": "architecture_design", "prompt": "Design a cache"}
+        )
+        print("fallback:", result.model, [(a.target, a.error_type) for a in result.attempts])
+        assert result.fallback_used
+        assert result.model == "up,mid"
 
 
 if __name__ == "__main__":

@@ -116,9 +116,9 @@ def test_a_model_answering_503_fails(live_ccr, fake_provider, policy_file, local
     assert checks["route_standard"]["status"] == "PASS"
 
 
-def test_api_key_protected_ccr(fake_provider, local_only, capsys):
+def test_api_key_protected_ccr(fake_provider, ccr_version, local_only, capsys):
     """Behind an APIKEY: the right key passes and is never printed; a wrong one says 401."""
-    with LiveCCR.for_fake(fake_provider, api_key=CCR_KEY) as ccr:
+    with LiveCCR.for_fake(fake_provider, version=ccr_version, api_key=CCR_KEY) as ccr:
         good, out, err = verify(capsys, "--url", ccr.url, "--api-key", CCR_KEY)
         bad, bad_out, _ = verify(capsys, "--url", ccr.url, "--api-key", "not-the-key-123")
     assert good == 0, out

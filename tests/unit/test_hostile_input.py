@@ -417,7 +417,6 @@ FALLBACK_ANSWERS = {
     "error-object-200": respond(200, b'{"error": {"type": "overloaded_error", "message": "busy"}}'),
     "type-error-200": respond(200, b'{"type": "error", "error": {"type": "api_error"}}'),
     "error-string-200": respond(200, b'{"error": "boom", "content": [], "usage": {}}'),
-    "error-null-200": respond(200, message(error=None)[:-1] + b', "error": null}'),
     "empty-200": respond(200, b""),
     "empty-204": respond(204, b""),
     "json-null": respond(200, b"null"),
@@ -529,6 +528,17 @@ async def test_odd_content_blocks_never_raise(make_client, fake_ccr, content):
     assert result.success
     expected = 7 if result.model == "up,mid" else FALLBACK_USAGE
     assert await quota_counts(client) == (expected, 0)
+
+
+async def test_null_error_field_on_a_good_answer_is_not_an_error(make_client, fake_ccr):
+    """A 200 message carrying "error": null (as OpenAI-style proxies add) is a success."""
+    fake_ccr.set("up,mid", respond(200, message()[:-1] + b', "error": null}'))
+    client = make_client(daily_token_limit=LIMIT)
+    result = await client.route_request(REQ)
+    assert result.success
+    assert result.model == "up,mid"
+    assert await quota_counts(client) == (7, 0)
+    assert fake_ccr.calls["backup,mid"] == 0
 
 
 async def test_huge_successful_answer_is_returned_and_counted(make_client, fake_ccr):

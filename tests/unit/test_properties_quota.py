@@ -93,10 +93,13 @@ class ModelDay:
 @dataclass
 class Model:
     days: dict[tuple[str, str], ModelDay] = field(default_factory=dict)
-    overrides: dict[str, int] = field(default_factory=dict)
+    overrides: dict[str, int | None] = field(default_factory=dict)
+    """Run-time overrides; a None value is an unlimited override, not a missing one."""
 
     def limit(self, workspace: str) -> int | None:
-        return self.overrides.get(workspace, DEFAULT_LIMITS[workspace])
+        if workspace in self.overrides:
+            return self.overrides[workspace]
+        return DEFAULT_LIMITS[workspace]
 
     def day(self, workspace: str, key: str, expire_at: float = 0.0) -> ModelDay:
         found = self.days.setdefault((workspace, key), ModelDay())
@@ -118,7 +121,7 @@ class WarningRecorder(NullHook):
 
 
 class QuotaMachine(RuleBasedStateMachine):
-    """Reserve, settle, release, expire, reset, set_used, set_limit and day rollover."""
+    """Reserve, settle, release, expire, reset, set_used, set/clear_limit and day rollover."""
 
     store_kind = "memory"
     reservations = Bundle("reservations")
@@ -292,12 +295,15 @@ class QuotaMachine(RuleBasedStateMachine):
 
     @rule(workspace=st.sampled_from(WORKSPACES), limit=limits)
     def set_limit(self, workspace: str, limit: int | None) -> None:
-        """A run-time override wins over the configured limit; None removes it."""
+        """A run-time override wins over the configured limit; None overrides to unlimited."""
         self.run(self.manager.set_limit(workspace, limit))
-        if limit is None:
-            self.model.overrides.pop(workspace, None)
-        else:
-            self.model.overrides[workspace] = limit
+        self.model.overrides[workspace] = limit
+
+    @rule(workspace=st.sampled_from(WORKSPACES))
+    def clear_limit(self, workspace: str) -> None:
+        """Without an override the configured limit applies again."""
+        self.run(self.manager.clear_limit(workspace))
+        self.model.overrides.pop(workspace, None)
 
     # --- invariants ------------------------------------------------------------
 

@@ -1,0 +1,96 @@
+"""Chaos 1: CCR is killed (SIGKILL) mid-run and started again on the same port.
+
+16 workers route through one client for 14 s; CCR dies at t=4 s and comes back at t=8 s
+(its start takes ~1.5 s more). Calls during the outage must fail fast with
+``ccr_unavailable``, the same client must serve again after the restart, and the quota
+must count exactly the successful calls with nothing left reserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ccr import CCRClient, CCRSettings, ErrorCode
+
+pytestmark = pytest.mark.chaos
+
+WORKERS = 16
+DURATION = 14.0
+KILL_AT, RESTART_AT = 4.0, 8.0
+ATTEMPT_TIMEOUT = 2.0
+#: Loop lag on a loaded 2-core box; an outage call that hung would take ATTEMPT_TIMEOUT.
+MARGIN = 1.0
+
+
+async def test_ccr_killed_and_restarted(chaos, fake, ccr, redis_server, workspace, report):
+    """Outage calls fail fast with ccr_unavailable; the same client recovers; quota stays exact."""
+    settings = CCRSettings(
+        url=ccr.url,
+        redis_url=redis_server.url,
+        attempt_timeout=ATTEMPT_TIMEOUT,
+        deadline=3 * ATTEMPT_TIMEOUT,
+    )
+    client = CCRClient(settings, policy=chaos.policy, hooks=[])
+    body = chaos.request(workspace)
+
+    async def faults(timeline):
+        await timeline.at(KILL_AT)
+        timeline.mark("kill")
+        await asyncio.to_thread(ccr.kill)
+        timeline.mark("killed")
+        await timeline.at(RESTART_AT)
+        timeline.mark("restart")
+        await ccr.start()
+        timeline.mark("restarted")
+
+    async with client:
+        run = await chaos.run_load({"route": (lambda: client.route_request(body), WORKERS)}, duration=DURATION, faults=faults)
+        await client.drain()
+        status = await client.get_quota_status(workspace)
+        breakers = {t: s.value for t, s in client.breaker_states().items() if t in (chaos.primary, chaos.fallback)}
+
+    marks, samples = run.marks, run.samples
+    counts = chaos.outcomes(samples)
+    failures = [s for s in samples if not s.ok]
+    outage = [s for s in samples if s.started >= marks["killed"] and s.ended <= marks["restart"]]
+    after = [s for s in samples if s.started >= marks["restarted"]]
+    expected_tokens = chaos.usage_of(samples)
+    report(
+        "ccr_killed_and_restarted",
+        {
+            "workers": WORKERS,
+            "duration_s": run.duration,
+            "kill_at_s": marks["kill"],
+            "ccr_back_at_s": marks["restarted"],
+            "ccr_restart_s": marks["restarted"] - marks["restart"],
+            "requests": len(samples),
+            "outcomes": counts,
+            "outage_requests": len(outage),
+            "failure_latency_max_ms": chaos.ms(max((s.latency for s in failures), default=0.0)),
+            "failure_latency_p50_ms": chaos.ms(chaos.percentile([s.latency for s in failures], 50)),
+            "failure_latency_bound_ms": chaos.ms(ATTEMPT_TIMEOUT + MARGIN),
+            "success_latency_p50_ms": chaos.ms(chaos.percentile([s.latency for s in samples if s.ok], 50)),
+            "after_restart_requests": len(after),
+            "after_restart_ok": sum(s.ok for s in after),
+            "after_restart_via_fallback": sum(s.ok and s.result.model == chaos.fallback for s in after),
+            "breakers_at_end": breakers,
+            "tokens_counted": status.used_today,
+            "tokens_expected": expected_tokens,
+            "reserved_at_end": status.reserved,
+        },
+    )
+
+    assert "exception" not in " ".join(counts), f"exceptions escaped route_request: {counts}"
+    # The outage: every call fails, with ccr_unavailable, fast.
+    assert outage, "no call ran entirely inside the outage"
+    assert all(not s.ok for s in outage)
+    assert {s.result.error for s in failures} == {ErrorCode.CCR_UNAVAILABLE}, counts
+    assert max(s.latency for s in failures) < ATTEMPT_TIMEOUT + MARGIN
+    # Recovery without a new client.
+    assert after, "no call started after the restart"
+    assert all(s.ok for s in after), chaos.outcomes(after)
+    # Exact accounting: only successes are charged, nothing stays reserved.
+    assert status.reserved == 0
+    assert status.used_today == expected_tokens
