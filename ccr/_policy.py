@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ccr._errors import ConfigurationError
-from ccr._models import Complexity, ProviderName, Target, WorkspaceId, split_target
+from ccr._models import Complexity, ProviderName, Target, TaskName, WorkspaceId, split_target
 
 _MAX_POLICY_BYTES = 2 * 1024 * 1024
 MAX_TOKENS = 2**53 - 1  # Lua numbers are doubles: exact integers up to 2**53
@@ -45,7 +45,7 @@ class RoutingPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     chains: dict[Complexity, tuple[Target, ...]]
-    tasks: dict[str, Complexity] = Field(default_factory=dict)
+    tasks: dict[TaskName, Complexity] = Field(default_factory=dict)
     default_complexity: Complexity = Complexity.STANDARD
     long_context_threshold: int | None = Field(default=None, gt=0)
     long_context_chain: tuple[Target, ...] | None = None
@@ -149,11 +149,12 @@ class RoutingPolicy(BaseModel):
         chains = {complexity: chain_from(key) for key, complexity in _CCR_ROUTES.items() if key in routes}
         threshold = router.get("longContextThreshold")
         long_chain = chain_from("longContext") if "longContext" in routes else None
+        usable_threshold = type(threshold) is int and threshold > 0  # not a bool, not a float
         try:
             return cls(
                 chains=chains,
-                long_context_threshold=threshold if isinstance(threshold, int) and threshold > 0 else None,
-                long_context_chain=long_chain if isinstance(threshold, int) and threshold > 0 else None,
+                long_context_threshold=threshold if usable_threshold else None,
+                long_context_chain=long_chain if usable_threshold else None,
             )
         except ValidationError as exc:
             raise ConfigurationError(f"CCR Router section: {_describe(exc)}") from None

@@ -320,6 +320,18 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _flatten(figures: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Nested groups of figures print as ``group.name`` rows."""
+    for key, value in figures.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and all(isinstance(v, Mapping) for v in value.values()):
+            yield from _flatten(value, name + ".")
+        elif isinstance(value, Mapping) and key not in ("outcomes",) and len(json.dumps(value)) > 60:
+            yield from _flatten(value, name + ".")
+        else:
+            yield name, value
+
+
 @pytest.fixture(scope="session")
 def _results() -> Iterator[dict[str, Any]]:
     """The run's identity; last.jsonl is rewritten by each run, history.jsonl grows."""
@@ -340,10 +352,11 @@ def report(_results: dict[str, Any]) -> Callable[[str, Mapping[str, Any]], None]
 
     def write(scenario: str, figures: Mapping[str, Any]) -> None:
         plain = _plain(figures)
-        width = max(len(k) for k in plain) if plain else 0
+        rows = list(_flatten(plain))
+        width = max((len(k) for k, _ in rows), default=0)
         title = f" chaos: {scenario} "
         lines = ["", f"{title:=^78}"]
-        lines += [f"  {key:<{width}}  {json.dumps(value)}" for key, value in plain.items()]
+        lines += [f"  {key:<{width}}  {json.dumps(value)}" for key, value in rows]
         lines.append("=" * 78)
         print("\n".join(lines), flush=True)
         record = {

@@ -133,3 +133,17 @@ def test_targets_and_providers_are_listed_once_in_order():
     policy = RoutingPolicy(chains={"standard": ["up,a", "b,x"], "high": ["b,x", "up,c"]})
     assert policy.targets() == ["up,a", "b,x", "up,c"]
     assert policy.providers() == ["up", "b"]
+
+
+def test_boolean_long_context_threshold_is_ignored():
+    """CCR's longContextThreshold: true is not a threshold of 1."""
+    policy = RoutingPolicy.from_ccr_config(
+        {"Router": {"default": "up,a", "longContext": "up,b", "longContextThreshold": True}}
+    )
+    assert policy.long_context_threshold is None
+
+
+def test_task_names_in_policy_are_validated():
+    """Task keys follow the same alphabet as requests' task names."""
+    with pytest.raises(ValidationError, match="tasks"):
+        RoutingPolicy(chains={"standard": ["up,a"]}, tasks={"bad task\n": "low"})
