@@ -239,11 +239,7 @@ async def route_redis(args: argparse.Namespace) -> AsyncIterator[One]:
     async with _ccr_client(args, redis=True) as client, _counting_redis(args) as counter:
         one = _route_one(client, args)
         yield one
-        before = await _command_calls(counter)
-        for _ in range(50):
-            await one()
-        after = await _command_calls(counter)
-        EXTRA["redis_commands_per_request"] = (after - before) / 50
+        await _count_round_trips(one, client.quota.store.client, counter)
 
 
 @scenario("route_otel_sdk")
@@ -323,10 +319,36 @@ def _redis_client(url: str) -> Any:
     return Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
 
 
-async def _command_calls(client: Any) -> int:
-    """Commands Redis has executed (INFO commandstats), INFO itself excluded."""
+async def _evalsha_calls(client: Any) -> int:
+    """EVALSHA/EVAL calls Redis has executed (INFO commandstats; commands run inside
+    scripts are counted there too, so only the script calls themselves are summed)."""
     stats = await client.info("commandstats")
-    return sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_") and k != "cmdstat_info")
+    return sum(int(stats.get(k, {}).get("calls", 0)) for k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+class _RoundTrips:
+    """Counts the commands a redis-py client sends (each one is a round trip here)."""
+
+    def __init__(self, client: Any) -> None:
+        self.count = 0
+        original = client.execute_command
+
+        async def counting(*args: Any, **options: Any) -> Any:
+            self.count += 1
+            return await original(*args, **options)
+
+        client.execute_command = counting
+
+
+async def _count_round_trips(one: One, store_client: Any, counter: Any, n: int = 50) -> None:
+    """Redis round trips per request over ``n`` requests: client side and server side."""
+    trips = _RoundTrips(store_client)
+    before = await _evalsha_calls(counter)
+    for _ in range(n):
+        await one()
+    after = await _evalsha_calls(counter)
+    EXTRA["redis_round_trips_per_request"] = trips.count / n
+    EXTRA["redis_scripts_per_request"] = (after - before) / n
 
 
 @contextlib.asynccontextmanager
@@ -374,12 +396,7 @@ async def quota_redis(args: argparse.Namespace) -> AsyncIterator[One]:
                 return await manager.settle(reservation, 17)
 
             yield one
-            # Round trips per request, counted by Redis itself over a short separate run.
-            before = await _command_calls(counter)
-            for _ in range(50):
-                await one()
-            after = await _command_calls(counter)
-            EXTRA["redis_commands_per_request"] = (after - before) / 50
+            await _count_round_trips(one, manager.store.client, counter)
         finally:
             await manager.aclose()
 
@@ -550,6 +567,10 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
         result = await _run(one, args.requests, args.concurrency)
     result.update(scenario=args.scenario, concurrency=args.concurrency, **EXTRA)
+    if "redis" in sys.modules:
+        from redis.utils import HIREDIS_AVAILABLE
+
+        result["hiredis"] = HIREDIS_AVAILABLE
     return result
 
 

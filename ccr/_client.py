@@ -146,6 +146,7 @@ class CCRClient:
         """Wait for background bookkeeping (releases after cancellation) to finish."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.quota.drain()
 
     # --- policy ------------------------------------------------------------------------
 

@@ -122,6 +122,7 @@ class QuotaManager:
         # counter, cheaper than a urandom call per request.
         self._id_prefix = secrets.token_hex(8) + "-"
         self._id_counter = itertools.count(1)
+        self._pending: set[asyncio.Task[None]] = set()
 
     @property
     def store(self) -> QuotaStore:
@@ -153,6 +154,11 @@ class QuotaManager:
                 hold_until=timestamp + self._hold,
                 expire_at=day.expire_at,
             )
+        except asyncio.CancelledError:
+            # The script may already be running in Redis: give the hold back in the
+            # background, so a cancelled caller never leaves tokens reserved until the TTL.
+            self._release_later(workspace_id, day.key, reservation_id)
+            raise
         except Exception as exc:  # any store failure goes to the fail mode
             self._store_failed("reserve", exc)
             return Reservation(
@@ -305,9 +311,24 @@ class QuotaManager:
             counts.append(result)
         return counts
 
+    async def drain(self) -> None:
+        """Wait for background releases (of reservations whose caller was cancelled)."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
     async def aclose(self) -> None:
-        """Close the store's connections (a store built from a URL owns them)."""
+        """Finish background releases, then close the store's connections (a store built
+        from a URL owns them)."""
+        await self.drain()
         await self._store.aclose()
+
+    def _release_later(self, workspace_id: str, day: str, reservation_id: str) -> None:
+        reservation = Reservation(
+            workspace_id, reservation_id, 0, day, admitted=True, checked=True, status=None, error=None
+        )
+        task = asyncio.get_running_loop().create_task(self.release(reservation))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     # --- internals ---------------------------------------------------------------------
 

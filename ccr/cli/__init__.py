@@ -85,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `ccr-client quota list | head`: the reader left; that is not an error of ours.
+        sys.stderr.close()
+        return 0
     return code
 
 

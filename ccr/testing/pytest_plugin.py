@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
-import pytest_asyncio
 
 from ccr._client import CCRClient
 from ccr._policy import RoutingPolicy
@@ -241,31 +240,41 @@ def ccr_workspace() -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-@pytest_asyncio.fixture
-async def ccr_client(ccr_settings: CCRSettings, ccr_policy: RoutingPolicy | None) -> AsyncIterator[CCRClient]:
-    """A client on the live CCR and real Redis, with its own Prometheus registry."""
-    from prometheus_client import CollectorRegistry
+try:  # the async fixtures need pytest-asyncio; the plugin must not break pytest without it
+    import pytest_asyncio
 
-    client = CCRClient(ccr_settings, policy=ccr_policy, registry=CollectorRegistry())
-    async with client:
-        yield client
+    _HAVE_PYTEST_ASYNCIO = True
+except ImportError:  # pragma: no cover - ccr-client[testing] installs it
+    _HAVE_PYTEST_ASYNCIO = False
 
+if _HAVE_PYTEST_ASYNCIO:
 
-@pytest_asyncio.fixture
-async def exhausted_quota_workspace(
-    ccr_client: CCRClient, ccr_workspace: str
-) -> AsyncIterator[Callable[..., Awaitable[str]]]:
-    """A factory: ``await make(limit=10_000)`` -> a workspace whose budget is used up."""
-    made: list[str] = []
+    @pytest_asyncio.fixture
+    async def ccr_client(
+        ccr_settings: CCRSettings, ccr_policy: RoutingPolicy | None
+    ) -> AsyncIterator[CCRClient]:
+        """A client on the live CCR and real Redis, with its own Prometheus registry."""
+        from prometheus_client import CollectorRegistry
 
-    async def make(limit: int = 10_000) -> str:
-        workspace = f"{ccr_workspace}-x{len(made)}"
-        await ccr_client.quota.set_limit(workspace, limit)
-        await ccr_client.quota.set_used(workspace, limit)
-        made.append(workspace)
-        return workspace
+        client = CCRClient(ccr_settings, policy=ccr_policy, registry=CollectorRegistry())
+        async with client:
+            yield client
 
-    yield make
-    for workspace in made:
-        await ccr_client.quota.reset(workspace)
-        await ccr_client.quota.clear_limit(workspace)
+    @pytest_asyncio.fixture
+    async def exhausted_quota_workspace(
+        ccr_client: CCRClient, ccr_workspace: str
+    ) -> AsyncIterator[Callable[..., Awaitable[str]]]:
+        """A factory: ``await make(limit=10_000)`` -> a workspace whose budget is used up."""
+        made: list[str] = []
+
+        async def make(limit: int = 10_000) -> str:
+            workspace = f"{ccr_workspace}-x{len(made)}"
+            await ccr_client.quota.set_limit(workspace, limit)
+            await ccr_client.quota.set_used(workspace, limit)
+            made.append(workspace)
+            return workspace
+
+        yield make
+        for workspace in made:
+            await ccr_client.quota.reset(workspace)
+            await ccr_client.quota.clear_limit(workspace)

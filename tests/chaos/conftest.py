@@ -160,6 +160,8 @@ class LoadRun:
     samples: list[Sample]
     marks: dict[str, float]
     duration: float
+    t0: float
+    """``time.monotonic()`` when the load began: sample and mark times are relative to it."""
 
     def of(self, group: str) -> list[Sample]:
         return [s for s in self.samples if s.group == group]
@@ -221,7 +223,7 @@ async def run_load(
         for group, (route, workers) in groups.items():
             for _ in range(workers):
                 tasks.create_task(worker(group, route))
-    return LoadRun(samples, timeline.marks, timeline.now())
+    return LoadRun(samples, timeline.marks, timeline.now(), timeline.t0)
 
 
 # --- measuring ----------------------------------------------------------------------------
@@ -324,9 +326,7 @@ def _flatten(figures: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str
     """Nested groups of figures print as ``group.name`` rows."""
     for key, value in figures.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and all(isinstance(v, Mapping) for v in value.values()):
-            yield from _flatten(value, name + ".")
-        elif isinstance(value, Mapping) and key not in ("outcomes",) and len(json.dumps(value)) > 60:
+        if isinstance(value, Mapping) and len(json.dumps(value)) > 70:
             yield from _flatten(value, name + ".")
         else:
             yield name, value

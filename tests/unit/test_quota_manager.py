@@ -774,3 +774,26 @@ def test_store_from_settings_uses_redis_with_the_quota_timeout() -> None:
     store = store_from_settings(settings)
     assert isinstance(store, RedisQuotaStore)
     assert store.client.connection_pool.connection_kwargs["socket_timeout"] == 0.3
+
+
+async def test_cancelled_reserve_gives_the_hold_back(make_manager: Callable[..., QuotaManager]) -> None:
+    """A reserve cancelled while the store works releases its hold in the background."""
+    manager = make_manager(limits={W: 1000})
+    store = manager.store
+    entered = asyncio.Event()
+    real_reserve = store.reserve
+
+    async def slow_reserve(*args: object, **kwargs: object) -> object:
+        counts = await real_reserve(*args, **kwargs)  # the hold is made ...
+        entered.set()
+        await asyncio.Event().wait()  # ... but the answer never comes back
+        return counts
+
+    store.reserve = slow_reserve  # type: ignore[method-assign]
+    task = asyncio.create_task(manager.reserve(W, 100))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await manager.drain()
+    assert (await manager.status(W)).reserved == 0
