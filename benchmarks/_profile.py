@@ -332,6 +332,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--patch", default="", help="comma-separated _patches names, or all")
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help="print one JSON line instead")
     args = parser.parse_args()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         with contextlib.suppress(OSError):
@@ -346,6 +347,9 @@ def main() -> None:
             _patches.apply(name)
     commands = {"breakdown": breakdown, "savings": savings, "micro": micro}
     result = asyncio.run(commands[args.what](args))
+    if args.json:
+        sys.stdout.write(json.dumps({"what": args.what, "url": args.url or "mock", **result}) + "\n")
+        return
     width = max(len(k) for k in result)
     for key, value in result.items():
         sys.stdout.write(f"{key:<{width}}  {value:8.1f} us\n")

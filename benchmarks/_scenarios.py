@@ -373,6 +373,25 @@ async def redis_evalsha(args: argparse.Namespace) -> AsyncIterator[One]:
         yield one
 
 
+@scenario("redis_evalsha_wide")
+async def redis_evalsha_wide(args: argparse.Namespace) -> AsyncIterator[One]:
+    """Two EVALSHA of a no-op script with the quota scripts' key and argument counts
+    (5 keys + 7 args, then 6 keys + 8 args; 4-item replies): redis-py's share of a
+    reserve + settle, without any of our code."""
+    async with _counting_redis(args) as client:
+        script = client.register_script("return {1, 10, 20, -1}")
+        prefix = "ccr:quota:{bench}:2026-01-01:"
+        keys5 = [prefix + s for s in ("used", "reserved", "res", "resamt")] + ["ccr:quota:{bench}:limit"]
+        args7 = ["0123456789abcdef", 300, 10**15, 1767225600.123456, 1767226200.123456,
+                 1767315600, 1000]  # fmt: skip
+
+        async def one() -> Any:
+            await script(keys=keys5, args=args7)
+            return await script(keys=[*keys5, prefix + "warned"], args=[*args7, 0.8, 0.95])
+
+        yield one
+
+
 def _quota_manager(args: argparse.Namespace) -> Any:
     from ccr import CCRSettings, QuotaManager, RedisQuotaStore
     from ccr._clock import SYSTEM_CLOCK

@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SCENARIOS_PY = HERE / "_scenarios.py"
 SERVER_PY = HERE / "_server.py"
+PROFILE_PY = HERE / "_profile.py"
 DEFAULT_LITELLM_PYTHON = "/tmp/bench-litellm/bin/python"
 PROTOTYPE_PATCHES = "httpcore_asyncio,httpx_url,fast_models"
 CLIENT_TIMEOUT = 300.0
@@ -57,6 +58,7 @@ class Spec:
     about: str = ""
     quick: bool = True  # part of --quick
     python: str = "ccr"  # ccr | litellm
+    kind: str = "client"  # client: _scenarios.py; breakdown: _profile.py breakdown
 
 
 def _spec(name: str, script: str | None = None, *needs: str, **kw: Any) -> Spec:
@@ -78,10 +80,18 @@ SPECS: list[Spec] = [
     _spec("route_fallback", None, "server", about="chain [503, ok]: one fallback per request"),
     _spec("route_circuit_open", None, "server",
           about="chain [open circuit, ok]: the skip costs no call"),
+    _spec("ab_mock", None, "none", kind="breakdown", concurrency=(1,),
+          about="in-process, interleaved batches, httpx MockTransport: our code exactly"),
+    _spec("ab_socket", None, "server", kind="breakdown", concurrency=(1,),
+          about="in-process, interleaved batches, real sockets to the fake"),
     _spec("redis_evalsha", None, "redis", about="raw redis.asyncio EVALSHA check-and-incr"),
+    _spec("redis_evalsha_wide", None, "redis", quick=False,
+          about="2 no-op EVALSHA with the quota scripts' key/arg counts (redis-py's share)"),
     _spec("quota_redis", None, "redis", about="QuotaManager reserve + settle on Redis"),
     _spec("httpx_raw@sniffio", "httpx_raw", "server", patch="httpcore_asyncio", quick=False,
           about="raw httpx, httpcore without its failed `import sniffio`"),
+    _spec("route_memory@sniffio", "route_memory", "server", patch="httpcore_asyncio",
+          quick=False, about="route_memory, httpcore without its failed `import sniffio`"),
     _spec("route_memory@proto", "route_memory", "server", patch=PROTOTYPE_PATCHES,
           quick=False, about=f"route_memory with the prototypes {PROTOTYPE_PATCHES}"),
     _spec("ccr_httpx_raw", "httpx_raw", "ccr", target="ccr",
@@ -267,6 +277,18 @@ def _services(needs: set[str], cpu: int | None, args: argparse.Namespace) -> Ite
 def _client_argv(
     spec: Spec, concurrency: int, services: Services, args: argparse.Namespace, cpu: int | None
 ) -> list[str] | None:
+    if spec.kind == "breakdown":
+        quick = args.requests < 1000
+        argv = [
+            sys.executable, str(PROFILE_PY), "breakdown", "--json",
+            "--batch", str(30 if quick else (300 if spec.name == "ab_mock" else 100)),
+            "--rounds", str(5 if quick else 9),
+        ]  # fmt: skip
+        if spec.name == "ab_socket":
+            argv += ["--url", services.server_url or ""]
+        if cpu is not None:
+            argv += ["--cpu", str(cpu)]
+        return argv
     python = sys.executable if spec.python == "ccr" else args.litellm_python
     url = services.ccr_url if spec.target == "ccr" else services.server_url
     if python is None or ("ccr" in spec.needs and url is None):
@@ -412,6 +434,22 @@ def _targets(runs: list[dict[str, Any]], imports: dict[str, Any]) -> list[dict[s
         add(f"route_memory - httpx_raw client CPU (c={conc})",
             _diff_rounds(runs, "route_memory", ["httpx_raw"], conc), 120, "<=", "us")  # fmt: skip
     for conc in (1, 32):
+        add(f"route_memory@sniffio / httpx_raw@sniffio client CPU (c={conc}) [with sniffio]",
+            _ratio_rounds(runs, "route_memory@sniffio", "httpx_raw@sniffio", conc), 1.25, "<=",
+            "x")  # fmt: skip
+    for name, label in (("ab_socket", "interleaved, sockets"), ("ab_mock", "interleaved, mock")):
+        per_round = _per_round(runs, name, 1).values()
+        if not per_round:
+            continue
+        add(f"our code on top of httpx ({label})",
+            [r["ours_on_top_of_httpx"] for r in per_round], 120, "<=", "us")  # fmt: skip
+        add(f"route_memory / httpx_raw client CPU ({label})",
+            [r["route_memory"] / r["httpx_raw"] for r in per_round], 1.25, "<=", "x")  # fmt: skip
+        add(f"fallback switch beyond the failed attempt ({label})",
+            [r["fallback_switch_beyond_failed_attempt"] for r in per_round], 500, "<=", "us")  # fmt: skip
+        add(f"circuit-open target skipped ({label})",
+            [r["circuit_open_skip"] for r in per_round], 50, "<=", "us")  # fmt: skip
+    for conc in (1, 32):
         add(f"route_aiohttp / aiohttp_raw client CPU (c={conc}) [optional transport]",
             _ratio_rounds(runs, "route_aiohttp", "aiohttp_raw", conc), 2.0, "<=", "x")  # fmt: skip
     for conc in (1, 32):
@@ -434,6 +472,10 @@ def _targets(runs: list[dict[str, Any]], imports: dict[str, Any]) -> list[dict[s
             add(f"Redis {what} per request ({name})", per_request, 2, "<=", "")
     add("quota reserve+settle req/s / raw EVALSHA ops/s (c=32)",
         _ratio_rounds(runs, "quota_redis", "redis_evalsha", 32, key="rps"), 0.45, ">=", "x")  # fmt: skip
+    # Throughput is client-CPU bound here (one client core): the same ratio from CPU.
+    add("same, from client CPU: EVALSHA CPU/op / reserve+settle CPU/req (c=32)",
+        [1 / x for x in _ratio_rounds(runs, "quota_redis", "redis_evalsha", 32)], 0.45, ">=",
+        "x")  # fmt: skip
     if imports:
         ccr = imports.get("ccr", [])
         add("import ccr: CPU time", [i["import_cpu_ms"] for i in ccr], 150, "<=", "ms")
@@ -454,7 +496,7 @@ def _print_tables(
     for spec in specs:
         for conc in concurrencies[spec.name]:
             entry = results.get(spec.name, {}).get(str(conc))
-            if entry is None:
+            if entry is None or spec.kind == "breakdown":
                 continue
             if entry.get("errors") and not entry.get("cpu_us"):
                 print(f"{spec.name:<26} {conc:>3}  failed: {entry['errors'][0][:60]}")
@@ -466,6 +508,16 @@ def _print_tables(
                 f"{_fmt(entry['rps'], spread=False):>7}  "
                 f"{(_fmt(ratio, 2) + 'x') if ratio else '-':>16}"
             )
+    breakdowns = [s for s in specs if s.kind == "breakdown" and s.name in results]
+    if breakdowns:
+        names = [s.name for s in breakdowns]
+        print(f"\n{'interleaved in-process, CPU us/request':<40}" + "".join(f"{n:>24}" for n in names))
+        keys: list[str] = []
+        for n in names:
+            keys += [k for k in results[n]["1"] if k != "errors" and k not in keys]
+        for key in keys:
+            cells = "".join(f"{_fmt(results[n]['1'].get(key), 1):>24}" for n in names)
+            print(f"{key:<40}{cells}")
     if imports:
         print(
             f"\n{'import (fresh interpreter)':<28} {'wall ms':>22}  {'CPU ms':>22}  "
@@ -597,7 +649,12 @@ def main(argv: list[str] | None = None) -> int:
                 result = _run_client(argv)
                 runs.append({"name": spec.name, "concurrency": conc, "round": rnd,
                              "result": result, "seconds": time.monotonic() - t0})  # fmt: skip
-                status = "error" if "error" in result else f"{result['cpu_us']:.0f} us CPU/req"
+                if "error" in result:
+                    status = "error"
+                elif spec.kind == "breakdown":
+                    status = f"our code on top of httpx {result['ours_on_top_of_httpx']:.0f} us"
+                else:
+                    status = f"{result['cpu_us']:.0f} us CPU/req"
                 print(f"[round {rnd + 1}/{args.rounds}] {spec.name} c={conc}: {status}",
                       file=sys.stderr, flush=True)  # fmt: skip
             if do_import:
@@ -612,6 +669,13 @@ def main(argv: list[str] | None = None) -> int:
             if not mine:
                 continue
             ok = [r["result"] for r in mine if "error" not in r["result"]]
+            if spec.kind == "breakdown":
+                numeric = [k for k, v in (ok[0].items() if ok else ()) if isinstance(v, float)]
+                results.setdefault(spec.name, {})[str(conc)] = {
+                    **{k: _summary([r[k] for r in ok]) for k in numeric},
+                    "errors": [r["result"]["error"] for r in mine if "error" in r["result"]],
+                }
+                continue
             entry: dict[str, Any] = {
                 key: _summary([r[key] for r in ok]) for key in ("cpu_us", "p50_us", "p99_us", "rps")
             }

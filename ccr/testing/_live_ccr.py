@@ -25,14 +25,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
-import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
@@ -40,13 +38,11 @@ from ccr.testing._node import NodeTools, find_node
 from ccr.testing._ports import (
     LOOPBACK,
     HarnessError,
+    OwnedDir,
+    OwnedProcess,
     free_port,
-    kill_group_by_pid,
-    kill_process_group,
-    pid_alive,
     run_blocking,
     run_command,
-    stop_process_group,
     tail,
 )
 
@@ -256,13 +252,10 @@ class LiveCCR:
         """How long the last start waited for ``/health`` (the install excluded)."""
         self._requested_port = port
         self._port: int | None = None
-        self._home: Path | None = None
+        self._home: OwnedDir | None = None
         self._config: dict[str, Any] | None = None
         self._cli: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._finalizer: weakref.finalize[[int], LiveCCR] | None = None
-        self._home_finalizer: weakref.finalize[..., LiveCCR] | None = None
+        self._proc: OwnedProcess | None = None
 
     @classmethod
     def for_fake(
@@ -323,7 +316,7 @@ class LiveCCR:
         """The private HOME this CCR runs with (deleted by :meth:`stop`)."""
         if self._home is None:
             raise RuntimeError("LiveCCR not started")
-        return self._home
+        return self._home.path
 
     @property
     def config_path(self) -> Path:
@@ -387,8 +380,7 @@ class LiveCCR:
         self._cli = install_ccr(self.version, cache_dir=self.cache_dir, node=node)
         fresh_home = self._home is None
         if self._home is None:
-            self._home = Path(tempfile.mkdtemp(prefix="ccr-home-"))
-            self._home_finalizer = weakref.finalize(self, shutil.rmtree, str(self._home), ignore_errors=True)
+            self._home = OwnedDir(self, "ccr-home-")
         if self._port is None:
             self._port = self._requested_port or free_port()
         try:
@@ -415,11 +407,7 @@ class LiveCCR:
 
     def kill(self) -> None:
         """SIGKILL the process group (a crash); the home stays for :meth:`restart`."""
-        proc = self._proc
-        if proc is None:
-            return
-        kill_process_group(proc)
-        self._teardown(keep_home=True)
+        self._teardown(keep_home=True, kill=True)
 
     # -- lifecycle (async) -------------------------------------------------------------
 
@@ -483,18 +471,14 @@ class LiveCCR:
         # A pid file left by a killed CCR could name a live, unrelated pid, and CCR
         # would then exit saying it is "already running".
         (self.config_path.parent / ".claude-code-router.pid").unlink(missing_ok=True)
-        self._log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
+        self._proc = OwnedProcess(
+            self,
+            f"CCR {self.version}",
             [node.node, str(self._cli), "start"],
-            env=_child_env(self.home, node),
+            log_path=self.log_path,
             cwd=self.home,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            env=_child_env(self.home, node),
         )
-        # If this object is dropped without stop() (a crashed test run), the group dies.
-        self._finalizer = weakref.finalize(self, kill_group_by_pid, self._proc.pid)
 
     def _wait_healthy(self) -> None:
         assert self._proc is not None
@@ -527,23 +511,12 @@ class LiveCCR:
                     )
                 time.sleep(0.05)  # waiting for an external process to come up
 
-    def _teardown(self, *, keep_home: bool) -> None:
+    def _teardown(self, *, keep_home: bool, kill: bool = False) -> None:
         proc, self._proc = self._proc, None
         try:
             if proc is not None:
-                stop_process_group(proc)
-                if self._finalizer is not None:
-                    self._finalizer.detach()
-                    self._finalizer = None
-                if pid_alive(proc.pid):
-                    raise HarnessError(f"CCR pid {proc.pid} is still alive after stop")
+                proc.stop(kill=kill)
         finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
             if not keep_home and self._home is not None:
-                shutil.rmtree(self._home, ignore_errors=True)
-                if self._home_finalizer is not None:
-                    self._home_finalizer.detach()
-                    self._home_finalizer = None
+                self._home.remove()
                 self._home = None

@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -217,3 +221,71 @@ async def run_blocking(start: Callable[[], T], *, undo: Callable[[], object]) ->
         if succeeded:
             undo()
         raise
+
+
+class OwnedDir:
+    """A temporary folder we made: removed on :meth:`remove`, or when its owner is
+    garbage-collected (a crashed test run must not leave private homes behind)."""
+
+    def __init__(self, owner: object, prefix: str) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix=prefix))
+        self._finalizer = weakref.finalize(owner, shutil.rmtree, str(self.path), ignore_errors=True)
+
+    def remove(self) -> None:
+        self._finalizer()  # runs once, then detaches
+
+
+class OwnedProcess:
+    """A child process group we started, its output in a log file, stopped by pid.
+
+    The group is killed when the owner is garbage-collected without a stop, so no CCR or
+    redis-server outlives a test run that forgot (or failed) to stop it.
+    """
+
+    def __init__(
+        self,
+        owner: object,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self._log = log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                list(argv),
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except BaseException:
+            self._log.close()
+            raise
+        self._finalizer = weakref.finalize(owner, kill_group_by_pid, self.proc.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the whole group (SIGTERM, then SIGKILL; ``kill``: SIGKILL at once) and
+        check that the pid is really gone."""
+        try:
+            if kill:
+                kill_process_group(self.proc)
+            else:
+                stop_process_group(self.proc)
+            self._finalizer.detach()
+            if pid_alive(self.proc.pid):
+                raise HarnessError(f"{self.name} pid {self.proc.pid} is still alive after stop")
+        finally:
+            self._log.close()

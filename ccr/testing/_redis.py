@@ -14,25 +14,20 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
-import tempfile
 import time
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 from ccr.testing._ports import (
     LOOPBACK,
     HarnessError,
+    OwnedDir,
+    OwnedProcess,
     free_port,
-    kill_group_by_pid,
-    kill_process_group,
-    pid_alive,
     run_blocking,
     run_command,
-    stop_process_group,
     tail,
 )
 
@@ -136,11 +131,8 @@ class RedisServer:
         self.startup_timeout = startup_timeout
         self.cluster = cluster
         self.cluster_node_timeout_ms = cluster_node_timeout_ms
-        self._dir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._finalizer: weakref.finalize[[int], RedisServer] | None = None
-        self._dir_finalizer: weakref.finalize[..., RedisServer] | None = None
+        self._dir: OwnedDir | None = None
+        self._proc: OwnedProcess | None = None
 
     # -- addresses and state ---------------------------------------------------------
 
@@ -173,7 +165,7 @@ class RedisServer:
         """The server's private working folder (deleted by :meth:`stop`)."""
         if self._dir is None:
             raise RuntimeError("RedisServer not started")
-        return self._dir
+        return self._dir.path
 
     @property
     def log_path(self) -> Path:
@@ -204,8 +196,7 @@ class RedisServer:
         binary = find_redis_server()
         fresh_dir = self._dir is None
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="ccr-redis-"))
-            self._dir_finalizer = weakref.finalize(self, shutil.rmtree, str(self._dir), ignore_errors=True)
+            self._dir = OwnedDir(self, "ccr-redis-")
         if self._port is None:
             offset = _CLUSTER_BUS_OFFSET if self.cluster else None
             self._port = free_port(also_free_offset=offset)
@@ -224,23 +215,14 @@ class RedisServer:
             "--port", str(self._port),
             "--save", "",
             "--appendonly", "no",
-            "--dir", str(self._dir),
+            "--dir", str(self.dir),
             "--protected-mode", "yes",
             "--daemonize", "no",
             *cluster_args,
             *self.extra_args,
         ]  # fmt: skip
         try:
-            self._log = self.log_path.open("ab")
-            self._proc = subprocess.Popen(
-                argv,
-                cwd=self._dir,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            self._finalizer = weakref.finalize(self, kill_group_by_pid, self._proc.pid)
+            self._proc = OwnedProcess(self, "redis-server", argv, log_path=self.log_path, cwd=self.dir)
             self._wait_ready()
         except BaseException:
             self._teardown(keep_dir=not fresh_dir)
@@ -259,10 +241,7 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL the server (a crash); :meth:`restart` or :meth:`start` brings it back."""
-        if self._proc is None:
-            return
-        kill_process_group(self._proc)
-        self._teardown(keep_dir=True)
+        self._teardown(keep_dir=True, kill=True)
 
     async def astart(self) -> Self:
         """:meth:`start` in a thread; cancelling it stops the server."""
@@ -319,25 +298,14 @@ class RedisServer:
                 )
             time.sleep(0.02)  # waiting for an external process to come up
 
-    def _teardown(self, *, keep_dir: bool) -> None:
+    def _teardown(self, *, keep_dir: bool, kill: bool = False) -> None:
         proc, self._proc = self._proc, None
         try:
             if proc is not None:
-                stop_process_group(proc)
-                if self._finalizer is not None:
-                    self._finalizer.detach()
-                    self._finalizer = None
-                if pid_alive(proc.pid):
-                    raise HarnessError(f"redis-server pid {proc.pid} is still alive after stop")
+                proc.stop(kill=kill)
         finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
             if not keep_dir and self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                if self._dir_finalizer is not None:
-                    self._dir_finalizer.detach()
-                    self._dir_finalizer = None
+                self._dir.remove()
                 self._dir = None
 
 
