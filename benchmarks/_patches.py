@@ -170,3 +170,96 @@ def _json_encoder() -> Undo:
             swap(_client, "request_body_tail", request_body_tail),
         ]
     )
+
+
+# --- 5. with an OTel SDK: no spans for the two quota calls ---------------------------------
+@patch("no_quota_spans")
+def _no_quota_spans() -> Undo:
+    """``_RouteTrace.on_quota_start/end``: no span per quota call (an SDK span costs
+    ~25-30 us of client CPU); the route span could carry the quota figures instead."""
+    from ccr._telemetry import _tracing
+
+    def nothing(self: Any, *args: Any) -> None:
+        return None
+
+    return undo_all(
+        [
+            swap(_tracing._RouteTrace, "on_quota_start", nothing),
+            swap(_tracing._RouteTrace, "on_quota_end", nothing),
+        ]
+    )
+
+
+# --- 6. a native aiohttp attempt (no httpx.AsyncClient layer at all) -----------------------
+@patch("aiohttp_native")
+def _aiohttp_native() -> Undo:
+    """``_transport.post_messages`` over one ``aiohttp.ClientSession`` instead of httpx.
+
+    What a ``ccr[aiohttp]`` extra could do inside ``post_messages`` (the one place that
+    sends requests): keep ``classify`` and the ``Reply`` contract, skip httpx's client
+    layer (request building, URL parsing, cookie jar, Response object), which costs
+    about as much as aiohttp's whole request.
+    """
+    import asyncio
+    import time
+
+    import aiohttp
+
+    from ccr import _fallback, _transport
+
+    sessions: dict[int, aiohttp.ClientSession] = {}
+
+    def session() -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        found = sessions.get(id(loop))
+        if found is None or found.closed:
+            found = sessions[id(loop)] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent",),
+            )
+        return found
+
+    failed = _transport._failed
+
+    async def post_messages(
+        http: Any, url: Any, content: bytes, headers: dict[str, str], timeout: float,
+        redactor: Any,
+    ) -> Any:  # fmt: skip
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                async with session().post(str(url), data=content, headers=headers) as response:
+                    raw = await response.read()
+                    status = response.status
+        except TimeoutError as exc:
+            return failed("timeout", started, exc, _transport.AttemptOutcome.TIMEOUT,
+                          "no answer in time")  # fmt: skip
+        except aiohttp.ClientConnectorError as exc:
+            return failed("connect_error", started, exc, unreachable=True,
+                          message="CCR refused the connection")  # fmt: skip
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+            return failed("connection_dropped", started, exc,
+                          message="CCR closed the connection mid-request")  # fmt: skip
+        except (aiohttp.ClientError, OSError) as exc:
+            return failed("transport_error", started, exc, message=type(exc).__name__)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return _transport.classify(status, raw, latency_ms, redactor)
+
+    from ccr import _client
+
+    original_aclose = _client.CCRClient.aclose
+
+    async def aclose(self: Any) -> None:
+        await original_aclose(self)
+        found = sessions.pop(id(asyncio.get_running_loop()), None)
+        if found is not None:
+            await found.close()
+
+    return undo_all(
+        [
+            swap(_fallback, "post_messages", post_messages),
+            swap(_transport, "post_messages", post_messages),
+            swap(_client.CCRClient, "aclose", aclose),
+        ]
+    )

@@ -221,7 +221,8 @@ async def savings(args: argparse.Namespace) -> dict[str, float]:
         for variant, patch_names in variants.items():
             undo = _patches.undo_all([_patches.apply(p) for p in patch_names])
             http = await stack.enter_async_context(_http(args.url))
-            client = _client(http, url, **({"hooks": []} if args.no_hooks else {}))
+            options: dict[str, Any] = {"hooks": []} if args.no_hooks else {"sdk": args.sdk}
+            client = _client(http, url, **options)
             undo()
 
             async def route(client: Any = client) -> Any:
@@ -322,6 +323,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("what", choices=["breakdown", "savings", "micro", "profile"])
     parser.add_argument("--no-hooks", action="store_true", help="savings: hooks=[]")
+    parser.add_argument("--sdk", action="store_true", help="savings: an OTel SDK tracer")
     parser.add_argument("--url", default="", help="a benchmarks/_server.py URL; default: mock")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=5)

@@ -444,6 +444,8 @@ def _quiet_litellm() -> Any:
     import logging
 
     os.environ.setdefault("LITELLM_LOG", "ERROR")
+    # No download of the model cost map at import (loopback only; no background retries).
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
     litellm.telemetry = False

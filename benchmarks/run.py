@@ -1,7 +1,7 @@
 """The ccr-client benchmark suite: our cost per request next to raw httpx and aiohttp.
 
-    python benchmarks/run.py                      # everything (~10 min on 2 cores)
-    python benchmarks/run.py --quick              # a smoke run (~1-2 min)
+    python benchmarks/run.py                      # everything (~8 min on 2 cores)
+    python benchmarks/run.py --quick              # a smoke run (~1 min)
     python benchmarks/run.py --only route_memory --only httpx_raw --requests 1000
     python benchmarks/run.py --list               # the scenarios
 
@@ -50,13 +50,14 @@ class Spec:
 
     name: str
     script: str  # the _scenarios.py scenario
-    needs: frozenset[str]  # server | redis | ccr | litellm
+    needs: frozenset[str]  # server | redis | ccr | litellm ("none": in-process only)
     concurrency: tuple[int, ...] = (1, 32)
     scale: float = 1.0  # fraction of --requests (slow scenarios)
     patch: str = ""  # benchmarks/_patches.py prototypes applied in the client
     target: str = "server"  # where --url points: server | ccr
     about: str = ""
     quick: bool = True  # part of --quick
+    default: bool = True  # part of a full run (else only with --only)
     python: str = "ccr"  # ccr | litellm
     kind: str = "client"  # client: _scenarios.py; breakdown: _profile.py breakdown
 
@@ -70,14 +71,17 @@ SPECS: list[Spec] = [
     _spec("aiohttp_raw", None, "server", about="raw aiohttp POST + .json()"),
     _spec("route_memory", None, "server", about="route_request, memory quota, default hooks"),
     _spec("route_nohooks", None, "server", about="route_request, memory quota, hooks=[]",
-          quick=False),
+          quick=False, default=False),
     _spec("route_otel_sdk", None, "server",
           about="route_request + OTel SDK TracerProvider (no-op processor)"),
     _spec("route_redis", None, "server", "redis", about="route_request, Redis quota"),
     _spec("route_aiohttp", None, "server",
           about="route_request over the prototype aiohttp httpx transport"),
+    _spec("route_aiohttp_native", "route_memory", "server", patch="aiohttp_native",
+          about="route_request with a native aiohttp attempt (prototype, no httpx layer)"),
     _spec("httpx_raw_503", None, "server", about="the failed attempt alone: raw httpx, 503"),
-    _spec("route_fallback", None, "server", about="chain [503, ok]: one fallback per request"),
+    _spec("route_fallback", None, "server", scale=0.5,
+          about="chain [503, ok]: one fallback per request"),
     _spec("route_circuit_open", None, "server",
           about="chain [open circuit, ok]: the skip costs no call"),
     _spec("ab_mock", None, "none", kind="breakdown", concurrency=(1,),
@@ -102,7 +106,7 @@ SPECS: list[Spec] = [
           about="litellm.acompletion (anthropic/) against the fake"),
     _spec("litellm_router", None, "server", "litellm", python="litellm", scale=0.5,
           about="LiteLLM Router with a fallback configured"),
-    _spec("litellm_router_fallback", None, "server", "litellm", python="litellm", scale=0.25,
+    _spec("litellm_router_fallback", None, "server", "litellm", python="litellm", scale=0.15,
           concurrency=(1,), about="LiteLLM Router falling back past a 503 deployment"),
 ]  # fmt: skip
 BY_NAME = {s.name: s for s in SPECS}
@@ -234,16 +238,19 @@ def _services(needs: set[str], cpu: int | None, args: argparse.Namespace) -> Ite
         if needs & {"server", "ccr", "litellm"}:
             services.server_url = stack.enter_context(_fake_server(cpu))
         if "redis" in needs:
-            from ccr.testing import RedisServer
+            try:
+                from ccr.testing import RedisServer
 
-            redis = stack.enter_context(RedisServer())
-            assert redis.pid is not None
-            _pin_all_threads(redis.pid, cpu)
-            services.redis_url = redis.url
-            with contextlib.suppress(Exception):
-                services.meta["redis_server"] = (
-                    redis.command("INFO", "server").split("redis_version:")[1].split()[0]
-                )
+                redis = stack.enter_context(RedisServer())
+                assert redis.pid is not None
+                _pin_all_threads(redis.pid, cpu)
+                services.redis_url = redis.url
+                with contextlib.suppress(Exception):
+                    services.meta["redis_server"] = (
+                        redis.command("INFO", "server").split("redis_version:")[1].split()[0]
+                    )
+            except Exception as exc:  # no redis-server binary, ...
+                services.notes.append(f"redis-server unavailable, its scenarios skipped: {exc}")
         if "ccr" in needs:
             try:
                 from ccr.testing import LiveCCR
@@ -281,8 +288,8 @@ def _client_argv(
         quick = args.requests < 1000
         argv = [
             sys.executable, str(PROFILE_PY), "breakdown", "--json",
-            "--batch", str(30 if quick else (300 if spec.name == "ab_mock" else 100)),
-            "--rounds", str(5 if quick else 9),
+            "--batch", str(30 if quick else (300 if spec.name == "ab_mock" else 80)),
+            "--rounds", str(5 if quick else (9 if spec.name == "ab_mock" else 7)),
         ]  # fmt: skip
         if spec.name == "ab_socket":
             argv += ["--url", services.server_url or ""]
@@ -292,6 +299,8 @@ def _client_argv(
     python = sys.executable if spec.python == "ccr" else args.litellm_python
     url = services.ccr_url if spec.target == "ccr" else services.server_url
     if python is None or ("ccr" in spec.needs and url is None):
+        return None
+    if "redis" in spec.needs and services.redis_url is None:
         return None
     requests = max(20, int(args.requests * spec.scale))
     argv = [
@@ -443,8 +452,9 @@ def _targets(runs: list[dict[str, Any]], imports: dict[str, Any]) -> list[dict[s
             continue
         add(f"our code on top of httpx ({label})",
             [r["ours_on_top_of_httpx"] for r in per_round], 120, "<=", "us")  # fmt: skip
-        add(f"route_memory / httpx_raw client CPU ({label})",
-            [r["route_memory"] / r["httpx_raw"] for r in per_round], 1.25, "<=", "x")  # fmt: skip
+        if name == "ab_socket":  # through the mock transport httpx costs nothing real
+            add(f"route_memory / httpx_raw client CPU ({label})",
+                [r["route_memory"] / r["httpx_raw"] for r in per_round], 1.25, "<=", "x")  # fmt: skip
         add(f"fallback switch beyond the failed attempt ({label})",
             [r["fallback_switch_beyond_failed_attempt"] for r in per_round], 500, "<=", "us")  # fmt: skip
         add(f"circuit-open target skipped ({label})",
@@ -452,10 +462,14 @@ def _targets(runs: list[dict[str, Any]], imports: dict[str, Any]) -> list[dict[s
     for conc in (1, 32):
         add(f"route_aiohttp / aiohttp_raw client CPU (c={conc}) [optional transport]",
             _ratio_rounds(runs, "route_aiohttp", "aiohttp_raw", conc), 2.0, "<=", "x")  # fmt: skip
+        add(f"route_aiohttp_native / aiohttp_raw client CPU (c={conc}) [prototype]",
+            _ratio_rounds(runs, "route_aiohttp_native", "aiohttp_raw", conc), 2.0, "<=", "x")  # fmt: skip
+    # At c=32 httpx's pool cost per request depends on the load, so costs do not add up;
+    # the fallback formula is only meaningful sequentially.
+    add("fallback switch beyond the failed attempt (c=1)",
+        _diff_rounds(runs, "route_fallback", ["route_memory", "httpx_raw_503"], 1),
+        500, "<=", "us")  # fmt: skip
     for conc in (1, 32):
-        add(f"fallback switch beyond the failed attempt (c={conc})",
-            _diff_rounds(runs, "route_fallback", ["route_memory", "httpx_raw_503"], conc),
-            500, "<=", "us")  # fmt: skip
         add(f"circuit-open target skipped (c={conc})",
             _diff_rounds(runs, "route_circuit_open", ["route_memory"], conc), 50, "<=", "us")  # fmt: skip
     calls = [r["calls_to_open_target"] for r in _per_round(runs, "route_circuit_open", 1).values()
@@ -548,7 +562,7 @@ def _select(args: argparse.Namespace) -> list[Spec]:
         if unknown:
             raise SystemExit(f"unknown scenario(s): {', '.join(unknown)} (see --list)")
         return [BY_NAME[w] for w in wanted if w in BY_NAME]
-    specs = [s for s in SPECS if s.quick] if args.quick else list(SPECS)
+    specs = [s for s in SPECS if s.quick] if args.quick else [s for s in SPECS if s.default]
     if args.no_ccr:
         specs = [s for s in specs if "ccr" not in s.needs]
     if args.no_litellm:
@@ -661,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
                 for module in ("ccr", "httpx", "(bare)"):
                     for _ in range(3):
                         imports.setdefault(module, []).append(_import_cost(module))
+                if args.litellm_python and not args.no_litellm and not args.quick:
+                    with contextlib.suppress(subprocess.SubprocessError, ValueError):
+                        imports.setdefault("litellm", []).append(_import_cost("litellm", args.litellm_python))
 
     results: dict[str, Any] = {}
     for spec in specs:

@@ -105,7 +105,8 @@ class CCRClient:
         split = urlsplit(settings.url)
         self._server_address = split.hostname or "127.0.0.1"
         self._server_port = split.port or (443 if split.scheme == "https" else 80)
-        self._messages_url = settings.url + "/v1/messages"
+        # Parsed once: httpx would parse a string URL again on every request.
+        self._messages_url = httpx.URL(settings.url + "/v1/messages")
         self._headers = {
             "content-type": "application/json",
             "anthropic-version": "2023-06-01",

@@ -40,7 +40,7 @@ class ChainCall:
     """Everything one walk needs that does not change between attempts."""
 
     http: httpx.AsyncClient
-    url: str
+    url: httpx.URL
     server_address: str
     server_port: int
     headers: Mapping[str, str]

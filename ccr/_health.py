@@ -25,7 +25,6 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from ccr._breaker import CircuitBreaker
 from ccr._clock import SYSTEM_CLOCK, Clock
@@ -135,6 +134,9 @@ async def _probe_health(
     clock: Clock,
 ) -> _HealthProbe:
     """``GET /health`` with up to ``tries`` tries and jittered exponential backoff."""
+    # tenacity is imported here, not at module level: `import ccr` stays light.
+    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
     retrying = AsyncRetrying(
         retry=retry_if_exception(_is_retryable),
         wait=wait_exponential_jitter(

@@ -7,7 +7,6 @@ A policy comes from Python, from a TOML/JSON file, or is derived from CCR's own
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,6 +106,8 @@ class RoutingPolicy(BaseModel):
             raise ConfigurationError(f"policy file {path}: cannot read ({exc.strerror})") from None
         try:
             if path.suffix == ".toml":
+                import tomllib
+
                 data: Any = tomllib.loads(raw.decode("utf-8"))
             else:
                 data = json.loads(raw)

@@ -48,7 +48,7 @@ class Reply:
 
 async def post_messages(
     http: httpx.AsyncClient,
-    url: str,
+    url: httpx.URL | str,
     content: bytes,
     headers: dict[str, str],
     timeout: float,
