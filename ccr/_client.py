@@ -37,6 +37,7 @@ from ccr._quota import QuotaManager, QuotaStore, Reservation, store_from_setting
 from ccr._redact import Redactor
 from ccr._routing import decide, reservation_estimate
 from ccr._settings import CCRSettings
+from ccr._transport import HttpxSender, Sender
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -105,8 +106,7 @@ class CCRClient:
         split = urlsplit(settings.url)
         self._server_address = split.hostname or "127.0.0.1"
         self._server_port = split.port or (443 if split.scheme == "https" else 80)
-        # Parsed once: httpx would parse a string URL again on every request.
-        self._messages_url = httpx.URL(settings.url + "/v1/messages")
+        self._sender: Sender = HttpxSender(self._http, settings.url + "/v1/messages", self._redactor)
         self._headers = {
             "content-type": "application/json",
             "anthropic-version": "2023-06-01",
@@ -140,6 +140,7 @@ class CCRClient:
         """Finish pending reservation releases, then close the pools this client owns."""
         await self.drain()
         await self.quota.aclose()
+        await self._sender.aclose()
         if self._owns_http:
             await self._http.aclose()
 
@@ -248,8 +249,7 @@ class CCRClient:
 
     def _chain_call(self, request: RouteRequest, policy: RoutingPolicy) -> ChainCall:
         return ChainCall(
-            http=self._http,
-            url=self._messages_url,
+            sender=self._sender,
             server_address=self._server_address,
             server_port=self._server_port,
             headers=self._headers,
@@ -258,7 +258,6 @@ class CCRClient:
             deadline=request.deadline or self.settings.deadline,
             target_timeouts=policy.timeouts,
             breaker=self._breaker,
-            redactor=self._redactor,
         )
 
     async def _finish_quota(

@@ -14,14 +14,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import httpx
-
 from ccr._breaker import CircuitBreaker
 from ccr._errors import ErrorCode
 from ccr._hooks import AttemptEnd, AttemptStart, RouteObserver, guard
 from ccr._models import Attempt, AttemptOutcome, RouteRequest, split_target
-from ccr._redact import Redactor
-from ccr._transport import Reply, post_messages
+from ccr._transport import Reply, Sender
 
 
 @dataclass(slots=True)
@@ -39,8 +36,7 @@ class ChainOutcome:
 class ChainCall:
     """Everything one walk needs that does not change between attempts."""
 
-    http: httpx.AsyncClient
-    url: httpx.URL
+    sender: Sender
     server_address: str
     server_port: int
     headers: Mapping[str, str]
@@ -49,7 +45,6 @@ class ChainCall:
     deadline: float
     target_timeouts: Mapping[str, float]
     breaker: CircuitBreaker
-    redactor: Redactor
 
 
 def request_body_tail(request: RouteRequest, *, stream: bool = False) -> bytes:
@@ -152,9 +147,7 @@ async def _walk(
             guard(observer.on_attempt_start, start, headers)
         content = b'{"model":' + json.dumps(target).encode() + b"," + call.body_tail
         try:
-            reply = await post_messages(
-                call.http, call.url, content, headers, min(limit, left), call.redactor
-            )
+            reply = await call.sender.post_messages(content, headers, min(limit, left))
         except asyncio.CancelledError as exc:
             cancelled = Attempt.model_construct(
                 target=target,
@@ -185,7 +178,9 @@ async def _walk(
         if reply.unreachable:
             # CCR itself is down: no target is to blame, and none can answer.
             outcome.error = ErrorCode.CCR_UNAVAILABLE
-            outcome.error_message = f"CCR at {call.url} cannot be reached ({reply.error_type})"
+            outcome.error_message = (
+                f"CCR at {call.server_address}:{call.server_port} cannot be reached ({reply.error_type})"
+            )
             return
         if reply.stop_code is not None:
             breaker.record_success(target)  # the target answered; the request is at fault

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -44,6 +44,31 @@ class Reply:
     content: str | None = None
     error_message: str | None = None
     exception: BaseException | None = None
+
+
+class Sender(Protocol):
+    """Sends one attempt to CCR and classifies it; the chain knows nothing else of HTTP."""
+
+    async def post_messages(self, content: bytes, headers: dict[str, str], timeout: float) -> Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpxSender:
+    """The default sender, on the client's ``httpx.AsyncClient`` (which the client closes)."""
+
+    __slots__ = ("_http", "_redactor", "_url")
+
+    def __init__(self, http: httpx.AsyncClient, url: str, redactor: Redactor) -> None:
+        self._http = http
+        self._url = httpx.URL(url)  # parsed once: httpx would parse a string on every request
+        self._redactor = redactor
+
+    async def post_messages(self, content: bytes, headers: dict[str, str], timeout: float) -> Reply:
+        return await post_messages(self._http, self._url, content, headers, timeout, self._redactor)
+
+    async def aclose(self) -> None:
+        return None
 
 
 async def post_messages(
