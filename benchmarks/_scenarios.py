@@ -156,7 +156,7 @@ async def _ccr_client(
     hooks: Any = None,
     sdk: bool = False,
     meter: bool = False,
-    transport: str = "httpx",
+    shim: bool = False,
     **settings: Any,
 ) -> AsyncIterator[Any]:
     import httpx
@@ -174,7 +174,7 @@ async def _ccr_client(
     if redis:
         options["redis_url"] = args.redis_url
     http_client = None
-    if transport == "aiohttp":
+    if shim:  # the prototype httpx transport over aiohttp (not the shipped aiohttp sender)
         from _aiohttp_transport_prototype import AiohttpTransport
 
         http_client = httpx.AsyncClient(
@@ -259,7 +259,16 @@ async def route_otel_sdk_metrics(args: argparse.Namespace) -> AsyncIterator[One]
 @scenario("route_aiohttp")
 async def route_aiohttp(args: argparse.Namespace) -> AsyncIterator[One]:
     """route_request over the prototype aiohttp-backed httpx transport."""
+    async with _ccr_client(args, shim=True) as client:
+        yield _route_one(client, args)
+
+
+@scenario("route_aiohttp_sender")
+async def route_aiohttp_sender(args: argparse.Namespace) -> AsyncIterator[One]:
+    """route_memory with the shipped aiohttp sender (CCRSettings(transport="aiohttp"))."""
     async with _ccr_client(args, transport="aiohttp") as client:
+        if type(client._sender).__name__ != "AiohttpSender":
+            raise RuntimeError(f"expected the aiohttp sender, got {type(client._sender).__name__}")
         yield _route_one(client, args)
 
 

@@ -77,8 +77,8 @@ SPECS: list[Spec] = [
     _spec("route_redis", None, "server", "redis", about="route_request, Redis quota"),
     _spec("route_aiohttp", None, "server",
           about="route_request over the prototype aiohttp httpx transport"),
-    _spec("route_aiohttp_native", "route_memory", "server", patch="aiohttp_native",
-          about="route_request with a native aiohttp attempt (prototype, no httpx layer)"),
+    _spec("route_aiohttp_sender", None, "server",
+          about="route_request, memory quota, default hooks, the shipped aiohttp sender"),
     _spec("httpx_raw_503", None, "server", about="the failed attempt alone: raw httpx, 503"),
     _spec("route_fallback", None, "server", scale=0.5,
           about="chain [503, ok]: one fallback per request"),
@@ -102,6 +102,8 @@ SPECS: list[Spec] = [
           about="raw httpx POST through a live CCR"),
     _spec("ccr_route_memory", "route_memory", "ccr", target="ccr",
           about="route_request through a live CCR"),
+    _spec("ccr_route_aiohttp_sender", "route_aiohttp_sender", "ccr", target="ccr",
+          about="route_request through a live CCR, the shipped aiohttp sender"),
     _spec("litellm_acompletion", None, "server", "litellm", python="litellm", scale=0.5,
           about="litellm.acompletion (anthropic/) against the fake"),
     _spec("litellm_router", None, "server", "litellm", python="litellm", scale=0.5,
@@ -460,10 +462,10 @@ def _targets(runs: list[dict[str, Any]], imports: dict[str, Any]) -> list[dict[s
         add(f"circuit-open target skipped ({label})",
             [r["circuit_open_skip"] for r in per_round], 50, "<=", "us")  # fmt: skip
     for conc in (1, 32):
-        add(f"route_aiohttp / aiohttp_raw client CPU (c={conc}) [optional transport]",
+        add(f"route_aiohttp / aiohttp_raw client CPU (c={conc}) [prototype httpx shim]",
             _ratio_rounds(runs, "route_aiohttp", "aiohttp_raw", conc), 2.0, "<=", "x")  # fmt: skip
-        add(f"route_aiohttp_native / aiohttp_raw client CPU (c={conc}) [prototype]",
-            _ratio_rounds(runs, "route_aiohttp_native", "aiohttp_raw", conc), 2.0, "<=", "x")  # fmt: skip
+        add(f"route_aiohttp_sender / aiohttp_raw client CPU (c={conc}) [transport='aiohttp']",
+            _ratio_rounds(runs, "route_aiohttp_sender", "aiohttp_raw", conc), 2.0, "<=", "x")  # fmt: skip
     # At c=32 httpx's pool cost per request depends on the load, so costs do not add up;
     # the fallback formula is only meaningful sequentially.
     add("fallback switch beyond the failed attempt (c=1)",

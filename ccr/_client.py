@@ -77,6 +77,11 @@ class CCRClient:
         self._policy = policy
         self._clock = clock or SYSTEM_CLOCK
         self._redactor = Redactor(settings.secrets())
+        # Attempts go through aiohttp when asked (and no httpx client was injected); health
+        # checks and /api/config stay on httpx. Checked first: nothing is opened on failure.
+        sender: Sender | None = None
+        if settings.transport == "aiohttp" and http_client is None:
+            sender = _aiohttp_sender(settings, self._redactor)
         self._http = http_client or _default_http_client(settings)
         self._owns_http = http_client is None
         if hooks is None:
@@ -106,7 +111,9 @@ class CCRClient:
         split = urlsplit(settings.url)
         self._server_address = split.hostname or "127.0.0.1"
         self._server_port = split.port or (443 if split.scheme == "https" else 80)
-        self._sender: Sender = HttpxSender(self._http, settings.url + "/v1/messages", self._redactor)
+        if sender is None:
+            sender = HttpxSender(self._http, settings.url + "/v1/messages", self._redactor)
+        self._sender: Sender = sender
         self._headers = {
             "content-type": "application/json",
             "anthropic-version": "2023-06-01",
@@ -358,6 +365,16 @@ def _as_request(request: RouteRequest | Mapping[str, Any]) -> RouteRequest:
     if isinstance(request, RouteRequest):
         return request
     return RouteRequest.model_validate(request)
+
+
+def _aiohttp_sender(settings: CCRSettings, redactor: Redactor) -> Sender:
+    try:
+        from ccr._transport_aiohttp import AiohttpSender
+    except ImportError as exc:
+        raise ConfigurationError(
+            "transport='aiohttp' needs the extra: pip install 'ccr-client[aiohttp]'"
+        ) from exc
+    return AiohttpSender(settings, redactor)
 
 
 def _default_http_client(settings: CCRSettings) -> httpx.AsyncClient:

@@ -51,6 +51,8 @@ class CCRSettings(BaseSettings):
     max_connections: int = Field(default=100, ge=1)
     verify_tls: bool = True
     ca_file: Path | None = None
+    # what sends the attempts; "aiohttp" needs `pip install 'ccr-client[aiohttp]'`
+    transport: Literal["httpx", "aiohttp"] = "httpx"
 
     # --- quota ---
     redis_url: SecretStr | None = Field(

@@ -1,0 +1,176 @@
+"""The optional aiohttp sender (``pip install 'ccr-client[aiohttp]'``, ``CCR_TRANSPORT=aiohttp``).
+
+It sends the chain's attempts through one ``aiohttp.ClientSession`` instead of httpx:
+about a third of httpx's client CPU per request sequentially and a tenth at high
+concurrency (docs/performance.md). Everything else is the httpx sender's: the attempt is
+bounded by ``asyncio.timeout`` on our own clock, answers go through the same
+``classify()``, and transport failures map to the same ``error_type`` values:
+
+==================================================  ======================  ===========
+aiohttp raises                                      error_type              chain
+==================================================  ======================  ===========
+our ``asyncio.timeout`` fired                       ``timeout``             falls back
+``ServerTimeoutError`` (only ``sock_connect`` set)  ``connect_timeout``     stops (CCR unreachable)
+``ClientConnectorError`` (refused, DNS)             ``connect_error``       stops (CCR unreachable)
+``ClientSSLError`` (handshake, certificate)         ``connect_error``       stops (CCR unreachable)
+``ServerDisconnectedError``, ``ClientPayloadError``,
+``ClientOSError``, a reset, or an answer that is
+not HTTP (``ClientResponseError`` from the parser)  ``connection_dropped``  falls back
+any other ``ClientError`` or ``OSError``            ``transport_error``     falls back
+==================================================  ======================  ===========
+
+TLS errors count as "CCR unreachable" because httpx raises them as ``ConnectError``: a
+certificate CCR's clients do not trust fails every target alike. An answer aiohttp cannot
+parse (bad status line, headers or chunks) is ``connection_dropped`` because httpx calls
+it ``RemoteProtocolError``. Known difference: a body whose ``Content-Encoding`` cannot be
+decoded is ``connection_dropped`` here, ``transport_error`` over httpx (or
+``invalid_response`` for a coding httpx does not know); all fall back.
+
+Health checks and ``/api/config`` stay on the client's httpx client. This module is the
+only one that imports aiohttp, and only ``CCRClient`` imports it, lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from typing import Literal
+
+import aiohttp
+from yarl import URL
+
+from ccr._models import AttemptOutcome
+from ccr._redact import Redactor
+from ccr._settings import CCRSettings
+from ccr._transport import Reply, _failed, classify
+
+# httpx's keepalive_expiry (aiohttp's default is 15 s): idle connections live as long on both
+# stacks, so neither reuses one a server closed for idleness more often than the other.
+_KEEPALIVE_SECONDS = 5.0
+
+_DROPPED = (
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientResponseError,  # not raised for statuses here: the answer was not HTTP
+    aiohttp.ClientOSError,
+    ConnectionResetError,
+)
+
+
+class AiohttpSender:
+    """A ``Sender`` on one lazily created ``aiohttp.ClientSession`` (closed by ``aclose``).
+
+    The session is created on the first attempt, inside the running event loop, and is
+    bound to that loop like any aiohttp session: use one ``CCRClient`` per event loop.
+    """
+
+    __slots__ = ("_closed", "_loop", "_redactor", "_session", "_settings", "_ssl", "_url")
+
+    def __init__(self, settings: CCRSettings, redactor: Redactor) -> None:
+        self._settings = settings
+        self._url = URL(settings.url + "/v1/messages")  # parsed once, not per request
+        self._redactor = redactor
+        self._ssl: ssl.SSLContext | bool = tls_option(settings) if self._url.scheme == "https" else True
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def _open(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            raise RuntimeError("cannot send a request: the CCRClient has been closed")
+        if self._session is not None:
+            raise RuntimeError(
+                "the aiohttp transport is bound to the event loop it first ran on; "
+                "use one CCRClient per event loop"
+            )
+        settings = self._settings
+        connector = aiohttp.TCPConnector(
+            limit=settings.max_connections,
+            limit_per_host=0,  # one host (CCR): `limit` is the pool size, as in httpx
+            keepalive_timeout=_KEEPALIVE_SECONDS,
+            ssl=self._ssl,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # Only the connect step has an aiohttp timeout (httpx's connect timeout); the
+            # attempt as a whole is bounded by asyncio.timeout in post_messages.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout),
+            trust_env=False,  # no proxy or netrc from the environment, as with httpx
+            cookie_jar=aiohttp.DummyCookieJar(),  # CCR sets no cookies; keep none
+            # aiohttp advertises only the codings it can decode and decodes them, like
+            # httpx; without decompression a compressed answer would reach classify().
+            auto_decompress=True,
+            raise_for_status=False,
+        )
+        self._loop = loop
+        return self._session
+
+    async def post_messages(self, content: bytes, headers: dict[str, str], timeout: float) -> Reply:
+        """POST one attempt to CCR, bounded by ``timeout`` seconds of our own clock.
+
+        Cancellation propagates untouched; a response cut short is closed, never pooled.
+        """
+        session = self._session
+        if session is None or self._loop is not asyncio.get_running_loop():
+            session = self._open()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                response = await session.post(self._url, data=content, headers=headers, allow_redirects=False)
+                try:
+                    raw = await response.read()  # closes the connection itself if this fails
+                finally:
+                    response.release()
+        except aiohttp.ServerTimeoutError as exc:  # before TimeoutError: it is one
+            return _failed(
+                "connect_timeout",
+                started,
+                exc,
+                unreachable=True,
+                message="CCR did not accept a connection in time",
+            )
+        except TimeoutError as exc:
+            return _failed("timeout", started, exc, AttemptOutcome.TIMEOUT, "no answer in time")
+        except aiohttp.ClientSSLError as exc:
+            return _failed(
+                "connect_error",
+                started,
+                exc,
+                unreachable=True,
+                message=f"TLS with CCR failed ({type(exc).__name__})",
+            )
+        except aiohttp.ClientConnectorError as exc:
+            return _failed(
+                "connect_error", started, exc, unreachable=True, message="CCR refused the connection"
+            )
+        except _DROPPED as exc:
+            return _failed(
+                "connection_dropped", started, exc, message="CCR closed the connection mid-request"
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            return _failed("transport_error", started, exc, message=type(exc).__name__)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return classify(response.status, raw, latency_ms, self._redactor)
+
+    async def aclose(self) -> None:
+        """Close the session and wait for its connections to close."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+            # Older aiohttp returns before its transports' close callbacks have run; one turn
+            # of the loop runs them, in case the caller closes the loop right after.
+            await asyncio.sleep(0)
+
+
+def tls_option(settings: CCRSettings) -> ssl.SSLContext | Literal[False]:
+    """The TLS setting for an https CCR: httpx's trust store, ``ca_file``, or no checks."""
+    if not settings.verify_tls:
+        return False
+    if settings.ca_file is not None:
+        return ssl.create_default_context(cafile=str(settings.ca_file))
+    import certifi  # httpx's dependency, and the store httpx verifies against
+
+    return ssl.create_default_context(cafile=certifi.where())
