@@ -109,14 +109,19 @@ class RedisQuotaStore:
 
         ``redis+cluster://host:port`` (``rediss+cluster://`` for TLS) connects to a Redis
         Cluster through that seed node. The client fails fast: socket and connect
-        timeouts of ``timeout`` seconds and no retries, because the quota manager has a
-        fail mode for an unreachable store, and a retried write could count twice.
+        timeouts of ``timeout`` seconds and a single retry: the quota manager has a fail
+        mode for an unreachable store, and the scripts are idempotent per reservation id,
+        so the retry (which heals connections that died with a restarted Redis) cannot
+        count twice.
         """
         options: dict[str, Any] = {
             "max_connections": max(100, max_in_flight),
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
-            "retry": Retry(NoBackoff(), 0),
+            # One retry: pooled connections to a Redis that restarted fail once each
+            # (redis-py does not notice they died), and every script is idempotent per
+            # reservation id, so a repeated reserve, settle or release counts nothing twice.
+            "retry": Retry(NoBackoff(), 1),
         }
         scheme, _, rest = url.partition("://")
         client: Redis | RedisCluster

@@ -111,6 +111,12 @@ class QuotaStore(Protocol):
         ...
 
 
+SETTLED = -1
+"""The amount a settled reservation keeps until its hold expires, so that a settle or
+release repeated by a client retry changes nothing (the Redis scripts do the same)."""
+SETTLED_MARKER_SECONDS = 300
+
+
 @dataclass(slots=True)
 class _Day:
     """One workspace's day in memory: the same pieces as the Redis keys."""
@@ -131,13 +137,30 @@ class _Day:
             hold = self.holds.get(reservation_id)
             if hold is not None and hold[1] == hold_until:
                 del self.holds[reservation_id]
-                self.reserved -= hold[0]
+                if hold[0] > 0:  # a settled marker holds nothing
+                    self.reserved -= hold[0]
 
     def drop(self, reservation_id: str) -> bool:
-        hold = self.holds.pop(reservation_id, None)
-        if hold is None:
+        """Free a live hold; a settled marker (or nothing) frees nothing."""
+        hold = self.holds.get(reservation_id)
+        if hold is None or hold[0] == SETTLED:
             return False
+        del self.holds[reservation_id]
         self.reserved -= hold[0]
+        return True
+
+    def settle(self, reservation_id: str, now: float) -> bool:
+        """Free the hold and leave a "settled" marker; False if it was settled already."""
+        hold = self.holds.get(reservation_id)
+        if hold is not None and hold[0] == SETTLED:
+            return False
+        if hold is not None:
+            self.reserved -= hold[0]
+            marker_until = hold[1]
+        else:
+            marker_until = now + SETTLED_MARKER_SECONDS
+            heapq.heappush(self.expiries, (marker_until, reservation_id))
+        self.holds[reservation_id] = (SETTLED, marker_until)
         return True
 
 
@@ -218,7 +241,8 @@ class MemoryQuotaStore:
     ) -> QuotaCounts:
         counts = self._day(workspace_id, day, now, expire_at)
         limit = self._limit(workspace_id, default_limit)
-        counts.drop(reservation_id)
+        if not counts.settle(reservation_id, now):
+            return QuotaCounts(counts.used, counts.reserved, limit)  # a repeated settle
         counts.used += used_tokens
         crossed: list[float] = []
         if limit is not None:

@@ -333,11 +333,11 @@ def _flatten(figures: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str
 
 
 @pytest.fixture(scope="session")
-def _results() -> Iterator[dict[str, Any]]:
+def _results() -> dict[str, Any]:
     """The run's identity; last.jsonl is rewritten by each run, history.jsonl grows."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "last.jsonl").write_text("", encoding="utf-8")
-    yield {
+    return {
         "run": RUN_ID,
         "commit": _git_commit(),
         "python": platform.python_version(),

@@ -46,10 +46,14 @@ async def test_ccr_killed_and_restarted(chaos, fake, ccr, redis_server, workspac
         timeline.mark("restarted")
 
     async with client:
-        run = await chaos.run_load({"route": (lambda: client.route_request(body), WORKERS)}, duration=DURATION, faults=faults)
+        run = await chaos.run_load(
+            {"route": (lambda: client.route_request(body), WORKERS)}, duration=DURATION, faults=faults
+        )
         await client.drain()
         status = await client.get_quota_status(workspace)
-        breakers = {t: s.value for t, s in client.breaker_states().items() if t in (chaos.primary, chaos.fallback)}
+        breakers = {
+            t: s.value for t, s in client.breaker_states().items() if t in (chaos.primary, chaos.fallback)
+        }
 
     marks, samples = run.marks, run.samples
     counts = chaos.outcomes(samples)

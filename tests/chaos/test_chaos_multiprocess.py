@@ -100,8 +100,6 @@ async def test_processes_share_budgets(chaos, ccr, workspace, report, request, b
                         proc.kill()
                     await proc.wait()
         statuses = {ws: await admin.get_quota_status(ws) for ws in workspaces}
-        for ws in workspaces:
-            await admin.quota.set_limit(ws, None)
 
     seen = []
     for proc, (out, err) in zip(processes, outputs, strict=True):

@@ -4,14 +4,20 @@ Two clients share one CCR and one Redis for 14 s, 8 workers each: one with
 ``quota_fail_mode=open``, one with ``closed``. Redis stops at t=4 s and starts again at
 t=8 s on the same port, with no data (it persists nothing). Fail-open keeps serving
 unchecked, fail-closed refuses with ``quota_unavailable``; afterwards both count again,
-exactly, and neither leaks a Redis connection nor lets an exception out.
+exactly, and neither leaks a Redis connection nor lets an exception out. A burst of
+quota reads just before the stop leaves idle pooled connections behind; a burst just
+after the restart must not trip over them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import Counter
+
 import pytest
 
-from ccr import CCRClient, CCRSettings, ErrorCode
+from ccr import CCRClient, CCRSettings, ErrorCode, NullHook
 
 pytestmark = pytest.mark.chaos
 
@@ -21,6 +27,20 @@ STOP_AT, START_AT = 4.0, 8.0
 QUOTA_TIMEOUT = 1.0
 MARGIN = 1.0
 LIMIT = 50_000_000  # a limit from the settings survives the restart (an override would not)
+#: Concurrent quota reads per client just before the stop and just after the restart. The
+#: first burst leaves idle pooled connections that the outage's traffic never touches; the
+#: second one needs them all, as a spike of traffic after a Redis restart would.
+BURST = 24
+
+
+class StoreErrors(NullHook):
+    """Every quota store failure the client saw: when (monotonic) and what."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, str]] = []
+
+    def on_quota_error(self, error):
+        self.seen.append((time.monotonic(), f"{type(error).__name__}: {error}"[:80]))
 
 
 async def test_redis_stopped_and_restarted(chaos, ccr, redis_server, workspace, report):
@@ -33,14 +53,29 @@ async def test_redis_stopped_and_restarted(chaos, ccr, redis_server, workspace, 
         "quota_timeout": QUOTA_TIMEOUT,
         "daily_token_limit": LIMIT,
     }
+    errors = {mode: StoreErrors() for mode in ("open", "closed")}
     clients = {
-        mode: CCRClient(CCRSettings(**common, quota_fail_mode=mode), policy=chaos.policy, hooks=[])
-        for mode in ("open", "closed")
+        mode: CCRClient(
+            CCRSettings(**common, quota_fail_mode=mode), policy=chaos.policy, hooks=[errors[mode]]
+        )
+        for mode in errors
     }
     workspaces = {mode: f"{workspace}-{mode}" for mode in clients}
     bodies = {mode: chaos.request(workspaces[mode]) for mode in clients}
 
+    bursts: dict[str, Counter[str]] = {}
+
+    async def burst(name):
+        for mode, client in clients.items():
+            calls = (client.get_quota_status(workspaces[mode]) for _ in range(BURST))
+            answers = await asyncio.gather(*calls, return_exceptions=True)
+            bursts[f"{name}_{mode}"] = Counter(
+                "ok" if not isinstance(a, BaseException) else type(a).__name__ for a in answers
+            )
+
     async def faults(timeline):
+        await timeline.at(STOP_AT - 0.5)
+        await burst("before_stop")
         await timeline.at(STOP_AT)
         timeline.mark("stop")
         await redis_server.astop()
@@ -49,12 +84,15 @@ async def test_redis_stopped_and_restarted(chaos, ccr, redis_server, workspace, 
         timeline.mark("start")
         await redis_server.astart()
         timeline.mark("started")
+        await burst("after_restart")
 
     def route(mode):
         return lambda: clients[mode].route_request(bodies[mode])
 
     async with clients["open"], clients["closed"]:
-        run = await chaos.run_load({mode: (route(mode), WORKERS) for mode in clients}, duration=DURATION, faults=faults)
+        run = await chaos.run_load(
+            {mode: (route(mode), WORKERS) for mode in clients}, duration=DURATION, faults=faults
+        )
         for client in clients.values():
             await client.drain()
         statuses = {mode: await clients[mode].get_quota_status(workspaces[mode]) for mode in clients}
@@ -71,7 +109,8 @@ async def test_redis_stopped_and_restarted(chaos, ccr, redis_server, workspace, 
         "redis_down_s": [marks["stop"], marks["started"]],
         "redis_sockets_at_end": sockets,
         "redis_server_clients_at_end": server_clients,
-        "redis_socket_bound": 2 * WORKERS + 2,
+        "redis_socket_bound": 2 * (WORKERS + BURST) + 2,
+        "quota_read_bursts": bursts,
     }
     checks = {}
     for mode in clients:
@@ -79,9 +118,12 @@ async def test_redis_stopped_and_restarted(chaos, ccr, redis_server, workspace, 
         outage = [s for s in samples if s.started >= marks["stopped"] and s.ended <= marks["start"]]
         after = [s for s in samples if s.started >= marks["started"]]
         # The restarted server is empty: it holds what was settled after it came back.
-        settled_after = [s for s in samples if s.ok and s.result.quota is not None and s.ended >= marks["start"]]
+        settled_after = [
+            s for s in samples if s.ok and s.result.quota is not None and s.ended >= marks["start"]
+        ]
         expected = chaos.usage_of(settled_after)
         status = statuses[mode]
+        late_errors = Counter(e for t, e in errors[mode].seen if t - run.t0 >= marks["started"])
         checks[mode] = (samples, outage, after, expected, status)
         figures[mode] = {
             "requests": len(samples),
@@ -91,6 +133,8 @@ async def test_redis_stopped_and_restarted(chaos, ccr, redis_server, workspace, 
             "outage_latency_max_ms": chaos.ms(max((s.latency for s in outage), default=0.0)),
             "after_restart_requests": len(after),
             "after_restart_checked": sum(s.result is not None and s.result.quota_checked for s in after),
+            "store_errors": len(errors[mode].seen),
+            "store_errors_after_restart": late_errors,
             "tokens_counted": status.used_today,
             "tokens_expected": expected,
             "reserved_at_end": status.reserved,
@@ -115,5 +159,7 @@ async def test_redis_stopped_and_restarted(chaos, ccr, redis_server, workspace, 
         assert status.used_today == expected, mode
         assert status.reserved == 0, mode
         assert in_use[mode] == 0, mode
-        assert idle[mode] <= WORKERS + 1, mode
-    assert sockets <= 2 * WORKERS + 2
+        assert idle[mode] <= WORKERS + BURST + 1, mode
+        # The restarted server serves a burst at once: no stale pooled connection fails it.
+        assert bursts[f"after_restart_{mode}"] == {"ok": BURST}, bursts
+    assert sockets <= 2 * (WORKERS + BURST) + 2

@@ -203,12 +203,22 @@ async def test_settle_of_an_unknown_reservation_counts_usage_and_frees_nothing(
     assert (result.used, result.reserved) == (70, 200)
 
 
-async def test_settle_twice_counts_usage_twice_but_frees_once(store: QuotaStore) -> None:
-    """Settle is not idempotent on usage: each call reports spent tokens."""
+async def test_settle_twice_counts_once(store: QuotaStore) -> None:
+    """A settle repeated by a retry is a no-op: usage is counted once, the hold freed once."""
     await reserve(store, "r1", 200)
     await settle(store, "r1", 10)
     result = await settle(store, "r1", 10)
-    assert (result.used, result.reserved) == (20, 0)
+    assert (result.used, result.reserved) == (10, 0)
+
+
+async def test_release_after_settle_frees_nothing(store: QuotaStore) -> None:
+    """Releasing a settled reservation (a late retry of a failure path) changes nothing."""
+    await reserve(store, "r1", 200)
+    await reserve(store, "r2", 50)
+    await settle(store, "r1", 10)
+    await store.release(W, DAY, "r1", now=NOW)
+    result = await settle(store, "r3", 0)
+    assert (result.used, result.reserved) == (10, 50)
 
 
 async def test_settle_may_push_usage_over_the_limit(store: QuotaStore) -> None:
@@ -397,23 +407,23 @@ async def test_aclose_leaves_a_borrowed_client_usable(store: QuotaStore) -> None
 
 
 def test_from_url_builds_a_plain_client_that_fails_fast() -> None:
-    """redis:// gives a Redis client with the given timeouts and no retries."""
+    """redis:// gives a Redis client with the given timeouts and a single (safe) retry."""
     store = RedisQuotaStore.from_url("redis://127.0.0.1:1/0", timeout=0.25)
     client = store.client
     assert isinstance(client, Redis)
     kwargs = client.connection_pool.connection_kwargs
     assert kwargs["socket_timeout"] == 0.25
     assert kwargs["socket_connect_timeout"] == 0.25
-    assert kwargs["retry"].get_retries() == 0
+    assert kwargs["retry"].get_retries() == 1
 
 
 @pytest.mark.parametrize("scheme", ["redis+cluster", "rediss+cluster"])
 def test_from_url_builds_a_cluster_client_for_cluster_schemes(scheme: str) -> None:
-    """redis+cluster:// (and rediss+cluster:// for TLS) gives a RedisCluster, no retries."""
+    """redis+cluster:// (and rediss+cluster:// for TLS) gives a RedisCluster, one retry."""
     store = RedisQuotaStore.from_url(f"{scheme}://127.0.0.1:1", timeout=0.25)
     client = store.client
     assert isinstance(client, RedisCluster)
-    assert client.retry.get_retries() == 0
+    assert client.retry.get_retries() == 1
     assert client.connection_kwargs["socket_timeout"] == 0.25
     assert client.connection_kwargs["socket_connect_timeout"] == 0.25
 

@@ -4,6 +4,11 @@
 
 -- The limit in force: the run-time override (ops, set_limit) wins over the default the
 -- client passes in; a negative number means unlimited.
+-- A settled reservation keeps this amount until its hold expires: a settle or release
+-- repeated by a client retry then changes nothing.
+local SETTLED = -1
+local SETTLED_MARKER_SECONDS = 300
+
 local function effective_limit(limit_key, default_limit)
   return tonumber(redis.call('GET', limit_key)) or tonumber(default_limit)
 end
@@ -26,7 +31,10 @@ local function purge(res_key, amount_key, reserved_key, now, batch)
   if #expired > 0 then
     local freed = 0
     for _, id in ipairs(expired) do
-      freed = freed + (tonumber(redis.call('HGET', amount_key, id)) or 0)
+      local amount = tonumber(redis.call('HGET', amount_key, id)) or 0
+      if amount > 0 then -- settled markers hold nothing
+        freed = freed + amount
+      end
     end
     redis.call('ZREM', res_key, unpack(expired))
     redis.call('HDEL', amount_key, unpack(expired))

@@ -10,11 +10,20 @@ local reserved = purge(KEYS[3], KEYS[4], KEYS[2], ARGV[4], ARGV[6])
 
 -- An expired or unknown reservation frees nothing, but its tokens were still spent.
 local held = tonumber(redis.call('HGET', KEYS[4], id))
-if held then
-  redis.call('HDEL', KEYS[4], id)
-  redis.call('ZREM', KEYS[3], id)
-  reserved = unreserve(KEYS[2], held)
+if held == SETTLED then
+  -- A repeated settle (the client retried after a dropped connection): count nothing twice.
+  return {1, tonumber(redis.call('GET', KEYS[1])) or 0, reserved, limit}
 end
+if held then
+  reserved = unreserve(KEYS[2], held)
+else
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + SETTLED_MARKER_SECONDS, id)
+end
+-- The entry stays as a "settled" marker until its hold would have expired (a few minutes
+-- for one that had already expired), so a settle or release repeated by a retry is a no-op.
+redis.call('HSET', KEYS[4], id, SETTLED)
+redis.call('EXPIREAT', KEYS[3], ARGV[5])
+redis.call('EXPIREAT', KEYS[4], ARGV[5])
 
 local used = redis.call('INCRBY', KEYS[1], ARGV[2])
 redis.call('EXPIREAT', KEYS[1], ARGV[5])
