@@ -144,10 +144,10 @@ class CCRClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Finish pending reservation releases, then close the pools this client owns."""
+        """Stop abandoned requests, finish pending releases, close the pools this client owns."""
+        await self._sender.aclose()
         await self.drain()
         await self.quota.aclose()
-        await self._sender.aclose()
         if self._owns_http:
             await self._http.aclose()
 
@@ -156,6 +156,7 @@ class CCRClient:
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.quota.drain()
+        await self._sender.drain()
 
     # --- policy ------------------------------------------------------------------------
 

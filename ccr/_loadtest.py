@@ -126,6 +126,9 @@ class Stage(BaseModel):
         return f"{format_duration(self.duration_s)}:{self.target}"
 
 
+_AREA_EPSILON = 1e-9
+
+
 class LoadPlan(BaseModel):
     """What to run: a fixed number of requests, or stages of VUs or request rate."""
 
@@ -289,7 +292,9 @@ class LoadPlan(BaseModel):
         start = 0.0
         for stage in self.stages:
             area = (level + stage.target) / 2.0 * stage.duration_s
-            if done + area >= needed:
+            # A tolerance for float round-off: a ramp whose area is 0.9999999999999996
+            # still delivers its first request.
+            if done + area >= needed - _AREA_EPSILON:
                 # Solve level*t + slope*t**2/2 = needed - done (stable form).
                 rest = needed - done
                 slope = (stage.target - level) / stage.duration_s

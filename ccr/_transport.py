@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,24 +52,60 @@ class Sender(Protocol):
 
     async def post_messages(self, content: bytes, headers: dict[str, str], timeout: float) -> Reply: ...
 
+    async def drain(self) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
 class HttpxSender:
     """The default sender, on the client's ``httpx.AsyncClient`` (which the client closes)."""
 
-    __slots__ = ("_http", "_redactor", "_url")
+    __slots__ = ("_abandoned", "_http", "_redactor", "_url")
 
     def __init__(self, http: httpx.AsyncClient, url: str, redactor: Redactor) -> None:
         self._http = http
         self._url = httpx.URL(url)  # parsed once: httpx would parse a string on every request
         self._redactor = redactor
+        self._abandoned: set[asyncio.Task[httpx.Response]] = set()
 
     async def post_messages(self, content: bytes, headers: dict[str, str], timeout: float) -> Reply:
-        return await post_messages(self._http, self._url, content, headers, timeout, self._redactor)
+        return await exchange(lambda: self._send(content, headers, timeout), timeout, self._redactor)
+
+    async def _send(self, content: bytes, headers: dict[str, str], timeout: float) -> httpx.Response:
+        """One request in a task of its own, which a cancelled caller leaves to finish.
+
+        httpcore 1.0.9 loses a pool slot for good when a request is cancelled after the
+        pool gave it a connection that is not yet established (encode/httpcore#1093);
+        under a storm of cancellations the pool runs dry (our chaos suite showed it). So
+        the request itself is never cancelled: the caller leaves at once, and the request
+        ends on its own within ``timeout`` (httpx enforces it per request), giving its
+        connection back. ``drain()`` waits for such requests.
+        """
+        request = asyncio.ensure_future(
+            self._http.post(self._url, content=content, headers=headers, timeout=timeout)
+        )
+        try:
+            return await asyncio.shield(request)
+        except asyncio.CancelledError:
+            self._abandoned.add(request)
+            request.add_done_callback(self._abandoned_done)
+            raise
+
+    def _abandoned_done(self, request: asyncio.Task[httpx.Response]) -> None:
+        self._abandoned.discard(request)
+        if not request.cancelled():
+            request.exception()  # retrieved: the caller is gone, nobody else will
+
+    async def drain(self) -> None:
+        """Wait until abandoned requests have ended and given their connections back."""
+        while self._abandoned:
+            await asyncio.gather(*self._abandoned, return_exceptions=True)
 
     async def aclose(self) -> None:
-        return None
+        """At shutdown, stop what is still running (the pool is closed next anyway)."""
+        for request in list(self._abandoned):
+            request.cancel()
+        await self.drain()
 
 
 async def post_messages(
@@ -79,14 +116,21 @@ async def post_messages(
     timeout: float,
     redactor: Redactor,
 ) -> Reply:
-    """POST an Anthropic request to CCR, bounded by ``timeout`` seconds of our own clock.
+    """POST an Anthropic request to CCR, bounded by ``timeout`` seconds of our own clock."""
+    return await exchange(lambda: http.post(url, content=content, headers=headers), timeout, redactor)
 
-    Cancellation from the caller propagates untouched; httpx closes the connection.
+
+async def exchange(
+    send: Callable[[], Awaitable[httpx.Response]], timeout: float, redactor: Redactor
+) -> Reply:
+    """Run one send under our own time bound and classify what came back.
+
+    Cancellation from the caller propagates untouched.
     """
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            response = await http.post(url, content=content, headers=headers)
+            response = await send()
     except TimeoutError as exc:
         return _failed("timeout", started, exc, AttemptOutcome.TIMEOUT, "no answer in time")
     except httpx.ConnectError as exc:

@@ -154,6 +154,10 @@ class AiohttpSender:
         latency_ms = (time.perf_counter() - started) * 1000.0
         return classify(response.status, raw, latency_ms, self._redactor)
 
+    async def drain(self) -> None:
+        """Nothing to wait for: a cancelled aiohttp request closes its connection at once."""
+        return
+
     async def aclose(self) -> None:
         """Close the session and wait for its connections to close."""
         self._closed = True

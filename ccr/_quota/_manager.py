@@ -36,6 +36,17 @@ KEY_MARGIN = 3600.0
 made just before midnight can still settle against its day, with room for clock skew."""
 
 
+def _being_cancelled() -> bool:
+    """True when the current task has a cancellation pending.
+
+    redis-py turns a cancellation that lands inside a command into a ``ConnectionError``
+    or ``TimeoutError``. Taking that for a store failure would answer a cancelled caller
+    with a result (fail-open); the cancellation must propagate instead.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _is_store_error(exc: Exception) -> bool:
     """Connection-level failures of a store (redis-py is imported only once one happened)."""
     from redis.exceptions import RedisError
@@ -160,6 +171,9 @@ class QuotaManager:
             self._release_later(workspace_id, day.key, reservation_id)
             raise
         except Exception as exc:  # any store failure goes to the fail mode
+            if _being_cancelled():
+                self._release_later(workspace_id, day.key, reservation_id)
+                raise asyncio.CancelledError from exc
             self._store_failed("reserve", exc)
             return Reservation(
                 workspace_id,
@@ -206,6 +220,8 @@ class QuotaManager:
                 thresholds=self._thresholds,
             )
         except Exception as exc:  # never fail a finished call over its accounting
+            if _being_cancelled():
+                raise asyncio.CancelledError from exc
             self._store_failed("settle", exc)
             return None
         self._store_ok()

@@ -117,7 +117,7 @@ async def test_cancellation_propagates_and_releases_quota(
     await ccr_client.quota.set_limit(ccr_workspace, 100_000)
     before = asyncio.all_tasks()
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(route(ccr_client, ccr_workspace), timeout=0.3)
+        await asyncio.wait_for(route(ccr_client, ccr_workspace, attempt_timeout=1.0), timeout=0.3)
     await ccr_client.drain()
     assert asyncio.all_tasks() == before
     status = await ccr_client.get_quota_status(ccr_workspace)

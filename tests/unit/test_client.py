@@ -153,6 +153,7 @@ async def test_cancellation_propagates_and_releases_the_reservation(make_client,
     before = asyncio.all_tasks()
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(client.route_request(REQ), timeout=0.05)
+    fake_ccr.released.set()  # the abandoned request ends when CCR finally answers
     await client.drain()
     assert asyncio.all_tasks() == before
     status = await client.get_quota_status("acme")

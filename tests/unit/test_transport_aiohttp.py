@@ -186,7 +186,7 @@ async def test_deadline_exceeded_when_every_target_hangs(make, fp):
 
 async def test_cancellation_leaves_no_task_and_releases_the_reservation(make, fp):
     """wait_for around route_request raises; nothing lingers; the pool still works after."""
-    client = make(daily_token_limit=100_000)
+    client = make(daily_token_limit=100_000, attempt_timeout=1.0)  # bounds the abandoned request
     assert (await client.route_request({**REQ, "workspace_id": "warm"})).success  # a pooled connection
     fp.set_behavior("up,a", Behavior.hang())
     before = asyncio.all_tasks()
