@@ -81,8 +81,12 @@ class HttpxSender:
         ends on its own within ``timeout`` (httpx enforces it per request), giving its
         connection back. ``drain()`` waits for such requests.
         """
+        # httpx bounds the request by itself (it may outlive a cancelled caller); the
+        # connect bound stays the client's, so a dead CCR still reads as unreachable.
+        connect = self._http.timeout.connect
+        limits = httpx.Timeout(timeout, connect=min(connect, timeout) if connect is not None else timeout)
         request = asyncio.ensure_future(
-            self._http.post(self._url, content=content, headers=headers, timeout=timeout)
+            self._http.post(self._url, content=content, headers=headers, timeout=limits)
         )
         try:
             return await asyncio.shield(request)

@@ -1,8 +1,9 @@
 """Chaos 3: the primary target starts failing (503s, or hanging), then recovers.
 
 16 workers route the chain ``up,mid -> backup,mid-b`` for 14 s with a breaker of
-threshold 3 and cooldown 2 s. At t=3 s the fake provider makes ``mid`` answer 503 (or
-never answer); at t=9 s it replies again. The breaker must open, traffic must move to
+threshold 3 and cooldown 2 s; the primary answers after 200 ms, the fallback after 5 ms.
+At t=3 s the fake provider makes ``mid`` answer 503 (or never answer); at t=9 s it
+replies again. The breaker must open, traffic must move to
 the fallback with no failed call, the failing target must get at most one trial per
 cooldown window (counted by the client and at the fake provider), and a trial after
 the recovery must close the breaker so traffic comes back.
@@ -28,6 +29,10 @@ FAULT_AT, RECOVER_AT = 3.0, 9.0
 COOLDOWN = 2.0
 THRESHOLD = 3
 ATTEMPT_TIMEOUT = 1.0
+#: The primary is a slow model (the fallback answers after 5 ms): when it starts failing,
+#: the calls already in flight on it still succeed, after the first fast 503s opened the
+#: breaker. Those late successes must not close it again.
+PRIMARY_DELAY = 0.2
 #: Two clock readings of one allow() call differ by microseconds; this absorbs them.
 CLOCK_SLACK = 0.01
 
@@ -91,6 +96,7 @@ async def test_primary_fails_then_recovers(chaos, fake, ccr, redis_server, works
         breaker_failure_threshold=THRESHOLD,
         breaker_cooldown=COOLDOWN,
     )
+    fake.set_behavior(model, Behavior.delay(PRIMARY_DELAY))
     client = CCRClient(settings, policy=chaos.policy, hooks=[probe])
     body = chaos.request(workspace)
     # Bounded waits on events: a breaker that never opens or closes fails the test.
@@ -106,7 +112,7 @@ async def test_primary_fails_then_recovers(chaos, fake, ccr, redis_server, works
         timeline.mark("opened")
         await timeline.at(RECOVER_AT)
         timeline.mark("recover")
-        fake.set_behavior(model, Behavior.delay(chaos.fake_delay))
+        fake.set_behavior(model, Behavior.delay(PRIMARY_DELAY))
         async with asyncio.timeout(close_within):
             await probe.closed.wait()
         timeline.mark("closed")
