@@ -8,10 +8,10 @@ for answers that are not HTTP, and a TLS server with a certificate made by ``ope
 from __future__ import annotations
 
 import asyncio
-import os
 import gc
 import gzip
 import json
+import os
 import re
 import shutil
 import ssl
