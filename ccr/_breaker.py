@@ -36,12 +36,13 @@ _HALF_OPEN = BreakerState.HALF_OPEN
 class _Circuit:
     """The stored state of one target; ``until`` is the open deadline or the trial's expiry."""
 
-    __slots__ = ("failures", "state", "until")
+    __slots__ = ("failures", "opened_at", "state", "until")
 
     def __init__(self) -> None:
         self.state: BreakerState = _CLOSED
         self.failures = 0
         self.until = 0.0
+        self.opened_at = 0.0
 
 
 class CircuitBreaker:
@@ -125,11 +126,24 @@ class CircuitBreaker:
             self._notify(target, _HALF_OPEN)
         return True
 
-    def record_success(self, target: str) -> None:
-        """The target answered: close the circuit and forget earlier failures."""
+    def stamp(self) -> float:
+        """The breaker's clock now: pass it back as ``record_success(..., since=)``."""
+        return self._clock.monotonic()
+
+    def record_success(self, target: str, *, since: float | None = None) -> None:
+        """The target answered: close the circuit and forget earlier failures.
+
+        ``since`` is when that attempt started. A success of an attempt that started
+        before the circuit (last) opened is old news, a reply to a request sent while the
+        target still looked healthy; it must not close the circuit, or traffic would flood
+        back to a target that is failing now. The half-open trial, and attempts the
+        all-open rule runs, start after the opening and do close it.
+        """
         circuit = self._circuits.get(target)
         if circuit is None:
             self._circuits[target] = _Circuit()
+            return
+        if since is not None and circuit.state is not _CLOSED and since < circuit.opened_at:
             return
         circuit.failures = 0
         if circuit.state is not _CLOSED:
@@ -164,7 +178,9 @@ class CircuitBreaker:
     # --- internals -----------------------------------------------------------------
 
     def _open(self, target: str, circuit: _Circuit) -> None:
-        circuit.until = self._clock.monotonic() + self._cooldown
+        now = self._clock.monotonic()
+        circuit.until = now + self._cooldown
+        circuit.opened_at = now
         if circuit.state is not _OPEN:
             circuit.state = _OPEN
             self._notify(target, _OPEN)

@@ -146,6 +146,7 @@ async def _walk(
         for observer in observers:
             guard(observer.on_attempt_start, start, headers)
         content = b'{"model":' + json.dumps(target).encode() + b"," + call.body_tail
+        sent_at = breaker.stamp()
         try:
             reply = await call.sender.post_messages(content, headers, min(limit, left))
         except asyncio.CancelledError as exc:
@@ -172,7 +173,7 @@ async def _walk(
         _notify_end(observers, start, attempt, reply)
         state.last = reply
         if reply.outcome is AttemptOutcome.SUCCESS:
-            breaker.record_success(target)
+            breaker.record_success(target, since=sent_at)
             outcome.reply, outcome.target = reply, target
             return
         if reply.unreachable:
@@ -183,7 +184,7 @@ async def _walk(
             )
             return
         if reply.stop_code is not None:
-            breaker.record_success(target)  # the target answered; the request is at fault
+            breaker.record_success(target, since=sent_at)  # it answered; the request is at fault
             outcome.error, outcome.error_message = reply.stop_code, reply.error_message
             return
         breaker.record_failure(target)

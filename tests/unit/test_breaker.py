@@ -230,3 +230,18 @@ def test_rejects_bad_configuration(clock: FakeClock, threshold: int, cooldown: f
     """A threshold below one or a non-positive cooldown is refused up front."""
     with pytest.raises(ValueError):
         CircuitBreaker(failure_threshold=threshold, cooldown=cooldown, clock=clock)
+
+
+def test_a_late_success_from_before_the_opening_does_not_close_it() -> None:
+    """A reply to a request sent before the circuit opened is old news: it stays open."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, cooldown=30, clock=clock)
+    sent_before = breaker.stamp()
+    clock.advance(1)
+    breaker.record_failure("up,a")
+    breaker.record_success("up,a", since=sent_before)
+    assert breaker.state("up,a") is BreakerState.OPEN
+    clock.advance(30)
+    assert breaker.allow("up,a")  # the half-open trial
+    breaker.record_success("up,a", since=breaker.stamp())
+    assert breaker.state("up,a") is BreakerState.CLOSED
