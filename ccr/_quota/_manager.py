@@ -14,9 +14,9 @@ import asyncio
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ccr._clock import Clock
 from ccr._errors import ErrorCode, QuotaUnavailable
@@ -34,17 +34,6 @@ MAX_TOKENS = 2**53 - 1
 KEY_MARGIN = 3600.0
 """Seconds a day's keys outlive the day, on top of ``reservation_ttl``: a reservation
 made just before midnight can still settle against its day, with room for clock skew."""
-
-
-def _being_cancelled() -> bool:
-    """True when the current task has a cancellation pending.
-
-    redis-py turns a cancellation that lands inside a command into a ``ConnectionError``
-    or ``TimeoutError``. Taking that for a store failure would answer a cancelled caller
-    with a result (fail-open); the cancellation must propagate instead.
-    """
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def _is_store_error(exc: Exception) -> bool:
@@ -127,6 +116,7 @@ class QuotaManager:
         self._lowest = self._thresholds[0] if self._thresholds else None
         self._fail_closed = settings.quota_fail_mode == "closed"
         self._hold = float(settings.reservation_ttl)
+        self._timeout = float(settings.quota_timeout)
         self._calendar = QuotaCalendar(settings.quota_timezone, margin=settings.reservation_ttl + KEY_MARGIN)
         self._store_down = False
         # Reservation ids: a random per-manager prefix (unique across processes) and a
@@ -154,8 +144,11 @@ class QuotaManager:
         reservation_id = f"{self._id_prefix}{next(self._id_counter):x}"
         timestamp = now.timestamp()
         default_limit = self._limit_for(workspace_id)
-        try:
-            counts = await self._store.reserve(
+        # The store call runs in a task the caller's cancellation never reaches (see
+        # _shielded): the caller is released at once, and a hold the script made anyway
+        # is given back once the call has finished.
+        call = asyncio.ensure_future(
+            self._store.reserve(
                 workspace_id,
                 day.key,
                 reservation_id,
@@ -165,15 +158,12 @@ class QuotaManager:
                 hold_until=timestamp + self._hold,
                 expire_at=day.expire_at,
             )
-        except asyncio.CancelledError:
-            # The script may already be running in Redis: give the hold back in the
-            # background, so a cancelled caller never leaves tokens reserved until the TTL.
-            self._release_later(workspace_id, day.key, reservation_id)
-            raise
+        )
+        try:
+            counts = await self._shielded(
+                call, lambda: self._release_if_held(call, workspace_id, day.key, reservation_id)
+            )
         except Exception as exc:  # any store failure goes to the fail mode
-            if _being_cancelled():
-                self._release_later(workspace_id, day.key, reservation_id)
-                raise asyncio.CancelledError from exc
             self._store_failed("reserve", exc)
             return Reservation(
                 workspace_id,
@@ -208,8 +198,8 @@ class QuotaManager:
         workspace_id = reservation.workspace_id
         day = self._calendar.day(reservation.day)
         default_limit = self._limit_for(workspace_id)
-        try:
-            counts = await self._store.settle(
+        call = asyncio.ensure_future(
+            self._store.settle(
                 workspace_id,
                 day.key,
                 reservation.id,
@@ -219,9 +209,11 @@ class QuotaManager:
                 expire_at=day.expire_at,
                 thresholds=self._thresholds,
             )
+        )
+        try:
+            # Cancelled meanwhile: the tokens were spent, so the settle still completes.
+            counts = await self._shielded(call, lambda: self._settle_later(call))
         except Exception as exc:  # never fail a finished call over its accounting
-            if _being_cancelled():
-                raise asyncio.CancelledError from exc
             self._store_failed("settle", exc)
             return None
         self._store_ok()
@@ -338,13 +330,53 @@ class QuotaManager:
         await self.drain()
         await self._store.aclose()
 
-    def _release_later(self, workspace_id: str, day: str, reservation_id: str) -> None:
-        reservation = Reservation(
-            workspace_id, reservation_id, 0, day, admitted=True, checked=True, status=None, error=None
-        )
-        task = asyncio.get_running_loop().create_task(self.release(reservation))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    async def _shielded(
+        self, call: asyncio.Future[_T], on_cancel: Callable[[], Coroutine[Any, Any, None]]
+    ) -> _T:
+        """Await a store call without passing the caller's cancellation into redis-py.
+
+        A cancellation that reaches redis-py mid-command either strands the command's
+        effect (the script ran, its reply was never read) or is swallowed: redis-py
+        sends through ``asyncio.wait_for`` when ``socket_timeout`` is set, and on Python
+        3.11 ``wait_for`` returns the inner result when the outer task is cancelled as
+        the inner one finishes (CPython gh-86296), so the caller would carry on as if
+        never cancelled. Shielded, the caller gets its ``CancelledError`` at once and
+        ``on_cancel`` finishes the bookkeeping in the background (``drain()`` waits).
+        """
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            task = asyncio.get_running_loop().create_task(on_cancel())
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            raise
+
+    async def _finish(self, call: asyncio.Future[_T], op: str) -> _T | None:
+        """Let an abandoned store call end; one slower than ``quota_timeout`` is cancelled."""
+        done, _ = await asyncio.wait([call], timeout=self._timeout)
+        if not done:
+            call.cancel()
+            return None
+        if call.cancelled():
+            return None
+        exc = call.exception()
+        if exc is not None:
+            self._store_failed(op, exc)
+            return None
+        return call.result()
+
+    async def _settle_later(self, call: asyncio.Future[QuotaCounts]) -> None:
+        await self._finish(call, "settle")
+
+    async def _release_if_held(
+        self, call: asyncio.Future[QuotaCounts], workspace_id: str, day: str, reservation_id: str
+    ) -> None:
+        counts = await self._finish(call, "reserve")
+        if counts is None or counts.admitted:  # held, or unknown: a release is idempotent
+            held = Reservation(
+                workspace_id, reservation_id, 0, day, admitted=True, checked=True, status=None, error=None
+            )
+            await self.release(held)
 
     # --- internals ---------------------------------------------------------------------
 
