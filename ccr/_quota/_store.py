@@ -73,7 +73,8 @@ class QuotaStore(Protocol):
         expire_at: int,
         thresholds: Sequence[float],
     ) -> QuotaCounts:
-        """Drop the reservation, add the real usage, report newly crossed thresholds."""
+        """Free the hold, add the real usage, report newly crossed thresholds; a repeated
+        settle of the same id (a retry) counts nothing twice."""
         ...
 
     async def release(self, workspace_id: str, day: str, reservation_id: str, *, now: float) -> None:
