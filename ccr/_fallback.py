@@ -187,7 +187,11 @@ async def _walk(
             breaker.record_success(target, since=sent_at)  # it answered; the request is at fault
             outcome.error, outcome.error_message = reply.stop_code, reply.error_message
             return
-        breaker.record_failure(target)
+        if reply.error_type != "connection_dropped":
+            # A dropped connection says CCR went away mid-request (CCR answers 500 when
+            # an upstream drops), so it is no evidence against this target: counting it
+            # kept a healthy target open for a whole cooldown after a CCR restart.
+            breaker.record_failure(target)
         if reply.outcome is AttemptOutcome.TIMEOUT and bounded_by_deadline:
             state.deadline_hit = True
             return

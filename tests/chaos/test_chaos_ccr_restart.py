@@ -102,6 +102,10 @@ async def test_ccr_killed_and_restarted(chaos, fake, ccr, redis_server, workspac
     # Recovery without a new client.
     assert after, "no call started after the restart"
     assert all(s.ok for s in after), chaos.outcomes(after)
+    # A dropped connection is no evidence against the target: the primary's breaker stayed
+    # closed through the crash, so the first route after the restart already uses it.
+    assert breakers[chaos.primary] == "closed", breakers
+    assert all(s.result.model == chaos.primary for s in after), chaos.outcomes(after)
     # Exact accounting: only successes are charged, nothing stays reserved.
     assert status.reserved == 0
     assert status.used_today == expected_tokens

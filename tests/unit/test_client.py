@@ -264,6 +264,20 @@ async def test_breaker_opens_and_skips_without_network_call(make_client, fake_cc
     assert client.breaker_states()["up,mid"] is BreakerState.CLOSED
 
 
+async def test_dropped_connections_fall_back_without_opening_the_breaker(make_client, fake_ccr):
+    """A drop means CCR went away mid-request, not that the target failed: no breaker count."""
+    fake_ccr.set("up,mid", "drop")
+    client = make_client(breaker_failure_threshold=2, breaker_cooldown=30)
+    for _ in range(5):
+        result = await client.route_request(REQ)
+        assert result.success and result.model == "backup,mid"
+        assert result.attempts[0].error_type == "connection_dropped"
+    assert fake_ccr.calls["up,mid"] == 5
+    assert client.breaker_states()["up,mid"] is BreakerState.CLOSED
+    fake_ccr.set("up,mid", "ok")
+    assert (await client.route_request(REQ)).model == "up,mid"
+
+
 async def test_all_open_chain_runs_in_order_anyway(make_client, fake_ccr):
     """If every target of a chain is open, it is tried anyway: no self-made outage."""
     fake_ccr.set("up,small", 503)
