@@ -31,6 +31,7 @@ from ccr._models import (
     RouteRequest,
     RouteResult,
     split_target,
+    trusted,
 )
 from ccr._policy import RoutingPolicy
 from ccr._quota import QuotaManager, QuotaStore, Reservation, store_from_settings
@@ -441,7 +442,7 @@ def _result(
         "dry_run": False,
     }
     base.update(fields)
-    return RouteResult.model_construct(**base)
+    return trusted(RouteResult, **base)
 
 
 def _quota_fields(status: QuotaStatus | None) -> dict[str, Any]:

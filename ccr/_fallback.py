@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ccr._breaker import CircuitBreaker
 from ccr._errors import ErrorCode
 from ccr._hooks import AttemptEnd, AttemptStart, RouteObserver, guard
-from ccr._models import Attempt, AttemptOutcome, RouteRequest, split_target
+from ccr._models import Attempt, AttemptOutcome, RouteRequest, split_target, trusted
 from ccr._transport import Reply, Sender
 
 
@@ -113,7 +113,8 @@ async def _walk(
     breaker = call.breaker
     for index, target in enumerate(chain):
         if obey_breaker and not breaker.allow(target):
-            skipped = Attempt.model_construct(
+            skipped = trusted(
+                Attempt,
                 target=target,
                 outcome=AttemptOutcome.SKIPPED,
                 status_code=None,
@@ -150,7 +151,8 @@ async def _walk(
         try:
             reply = await call.sender.post_messages(content, headers, min(limit, left))
         except asyncio.CancelledError as exc:
-            cancelled = Attempt.model_construct(
+            cancelled = trusted(
+                Attempt,
                 target=target,
                 outcome=AttemptOutcome.ERROR,
                 status_code=None,
@@ -161,7 +163,8 @@ async def _walk(
             for observer in observers:
                 guard(observer.on_attempt_end, AttemptEnd(start, cancelled, exception=exc))
             raise
-        attempt = Attempt.model_construct(
+        attempt = trusted(
+            Attempt,
             target=target,
             outcome=reply.outcome,
             status_code=reply.status_code,

@@ -2,7 +2,7 @@
 
 Pydantic guards the edges: a ``RouteRequest`` is validated once, naming the bad
 field, before anything happens. Results are built by the library from values it
-already trusts, so they are created with ``model_construct`` on the hot path.
+already trusts, so they are created with :func:`trusted` on the hot path.
 """
 
 from __future__ import annotations
@@ -11,11 +11,33 @@ import re
 import unicodedata
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ccr._errors import ERROR_CLASSES, CCRError, ErrorCode
+
+_M = TypeVar("_M", bound=BaseModel)
+_set = object.__setattr__
+
+
+def trusted(cls: type[_M], /, **values: Any) -> _M:
+    """A model from values the library computed itself: no validation, no copying.
+
+    ``model_construct`` walks every field's aliases and defaults (about 4 us a model);
+    given every field, this sets the instance's state directly, as ``model_construct``
+    does at its end (under 1 us). Four to five models are built per route. Called with
+    fewer fields it is ``model_construct``, so defaults still apply.
+    """
+    if len(values) != len(cls.__pydantic_fields__):
+        return cls.model_construct(**values)
+    model = cls.__new__(cls)
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model
+
 
 _WORKSPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _TASK_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")

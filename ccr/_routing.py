@@ -8,7 +8,7 @@ chain, keeping the order otherwise.
 
 from __future__ import annotations
 
-from ccr._models import Complexity, RouteDecision, RouteRequest, split_target
+from ccr._models import Complexity, RouteDecision, RouteRequest, split_target, trusted
 from ccr._policy import RoutingPolicy
 
 _MESSAGE_OVERHEAD = 4  # role markers and separators per message
@@ -70,7 +70,8 @@ def decide(request: RouteRequest, policy: RoutingPolicy) -> RouteDecision:
             reason += f"; preferred provider '{preferred}' has no target in this chain"
 
     task_label = request.task if request.task in policy.tasks or request.task == "general" else "other"
-    return RouteDecision.model_construct(
+    return trusted(
+        RouteDecision,
         complexity=complexity,
         chain=chain,
         reason=reason,

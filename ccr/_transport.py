@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import httpx
 
 from ccr._errors import ErrorCode
-from ccr._models import AttemptOutcome, Usage
+from ccr._models import AttemptOutcome, Usage, trusted
 from ccr._redact import Redactor
 
 # Counts above this are not believable for one call; treat them as unreported.
@@ -231,7 +231,7 @@ def parse_usage(raw: Any) -> Usage | None:
     tokens_in, tokens_out = _count(raw.get("input_tokens")), _count(raw.get("output_tokens"))
     if tokens_in is None or tokens_out is None:
         return None
-    return Usage.model_construct(input_tokens=tokens_in, output_tokens=tokens_out)
+    return trusted(Usage, input_tokens=tokens_in, output_tokens=tokens_out)
 
 
 def _count(value: Any) -> int | None:

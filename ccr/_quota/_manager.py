@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from ccr._clock import Clock
 from ccr._errors import ErrorCode, QuotaUnavailable
 from ccr._hooks import Hook
-from ccr._models import QuotaStatus, validate_workspace_id
+from ccr._models import QuotaStatus, trusted, validate_workspace_id
 from ccr._quota._day import QuotaCalendar, QuotaDay
 from ccr._quota._store import QuotaCounts, QuotaStore
 from ccr._settings import CCRSettings
@@ -395,7 +395,8 @@ class QuotaManager:
             warning = self._lowest is not None and used >= self._lowest * limit
             exceeded = refused or used >= limit
         # Built from numbers the store just returned: skip validation on the hot path.
-        return QuotaStatus.model_construct(
+        return trusted(
+            QuotaStatus,
             workspace_id=workspace_id,
             daily_limit=limit,
             used_today=used,

@@ -338,3 +338,24 @@ async def test_memory_store_can_be_injected(fake_ccr):
     ) as client:
         await client.route_request(REQ)
         assert (await client.get_quota_status("acme")).used_today == 16
+
+
+async def test_hot_path_builds_every_model_directly(make_client, fake_ccr, monkeypatch):
+    """Success, fallback and a skipped target all build complete models without the
+    slower model_construct; each equals its validated self (no field missing or extra)."""
+    from pydantic import BaseModel
+
+    def refuse(cls, *args, **values):
+        raise AssertionError(f"{cls.__name__} built with missing or extra fields: {sorted(values)}")
+
+    fake_ccr.set("up,mid", 503)
+    client = make_client(breaker_failure_threshold=1)
+    monkeypatch.setattr(BaseModel, "model_construct", classmethod(refuse))
+    results = [await client.route_request(REQ) for _ in range(2)]
+    monkeypatch.undo()
+    assert [a.outcome for a in results[0].attempts] == [AttemptOutcome.ERROR, AttemptOutcome.SUCCESS]
+    assert results[1].attempts[0].outcome is AttemptOutcome.SKIPPED
+    for result in results:
+        assert type(result).model_validate(result.model_dump()) == result
+        assert result.quota is not None
+        assert type(result.quota).model_validate(result.quota.model_dump()) == result.quota

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
+import certifi
 import pytest
 from pydantic import ValidationError
 
@@ -125,3 +127,64 @@ def test_bad_settings_name_the_field(fields, field):
 def test_durations_accept_timedelta():
     """Durations are seconds, as float or timedelta."""
     assert CCRSettings(deadline=timedelta(minutes=2)).deadline == 120.0
+
+
+def test_trusted_equals_validated_and_falls_back_for_partial_values():
+    """trusted() builds the same model as validation; with fields missing it applies defaults."""
+    from ccr._models import Usage, trusted
+
+    usage = trusted(Usage, input_tokens=3, output_tokens=4)
+    assert usage == Usage(input_tokens=3, output_tokens=4)
+    assert usage.model_fields_set == {"input_tokens", "output_tokens"}
+    assert repr(usage) == repr(Usage(input_tokens=3, output_tokens=4))
+    with pytest.raises(ValidationError):
+        usage.input_tokens = 5  # still frozen
+    partial = trusted(RouteResult, success=False, workspace_id="w", task="general")
+    assert partial.attempts == [] and partial.fallback_attempts == []
+
+
+@pytest.mark.parametrize(
+    "url", ["rediss://:pw-planted@redis.internal:6380/0", "rediss+cluster://10.0.0.11:6379"]
+)
+def test_redis_ca_file_accepts_a_pem_bundle_with_a_tls_url(url):
+    """redis_ca_file is a Path to a readable PEM bundle, for rediss:// and rediss+cluster://."""
+    settings = CCRSettings(redis_url=url, redis_ca_file=certifi.where())
+    assert settings.redis_ca_file == Path(certifi.where())
+    assert CCRSettings().redis_ca_file is None  # off by default: the system's CAs
+
+
+def test_redis_ca_file_reads_the_environment(monkeypatch):
+    """CCR_REDIS_CA_FILE sets it, like every other setting."""
+    monkeypatch.setenv("CCR_REDIS_URL", "rediss://redis.internal:6380/0")
+    monkeypatch.setenv("CCR_REDIS_CA_FILE", certifi.where())
+    assert CCRSettings().redis_ca_file == Path(certifi.where())
+
+
+@pytest.mark.parametrize(
+    ("make_path", "url", "message"),
+    [
+        (lambda tmp: tmp / "missing.pem", "rediss://h:6380/0", "cannot be read"),
+        (lambda tmp: tmp, "rediss://h:6380/0", "cannot be read"),
+        (lambda tmp: _write(tmp / "junk.pem", "not a certificate\n"), "rediss://h:6380/0", "not a PEM"),
+        (lambda tmp: Path(certifi.where()), "redis://:pw-planted@h:6379/0", "does not use TLS"),
+        (lambda tmp: Path(certifi.where()), "redis+cluster://h:6379", "does not use TLS"),
+        (lambda tmp: Path(certifi.where()), "unix:///run/redis.sock", "does not use TLS"),
+    ],
+)
+def test_bad_redis_ca_file_names_the_field(tmp_path, make_path, url, message):
+    """A missing, unreadable or non-PEM file, or a plaintext URL, fails at configuration.
+
+    redis-py would read the file only at the first connection and report a broken store;
+    a CA file beside a plaintext URL would protect nothing. The Redis password is not shown.
+    """
+    with pytest.raises(ValidationError) as info:
+        CCRSettings(redis_url=url, redis_ca_file=make_path(tmp_path))
+    text = str(info.value)
+    assert "redis_ca_file" in text
+    assert message in text
+    assert "pw-planted" not in text
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

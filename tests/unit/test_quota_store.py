@@ -25,16 +25,16 @@ EXPIRE = int(NOW) + 86_400
 THRESHOLDS = (0.8, 0.95)
 
 
-@pytest.fixture(params=["memory", "redis", "redis-decoded"])
+@pytest.fixture(params=["memory", "redis", "redis-decoded", "redis-direct"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[QuotaStore]:
-    """Each store implementation, empty."""
+    """Each store implementation, empty (Redis auto-pipelined, and with one command per call)."""
     if request.param == "memory":
         yield MemoryQuotaStore()
         return
     client = fakeredis.FakeAsyncRedis(
         server=fakeredis.FakeServer(), decode_responses=request.param == "redis-decoded"
     )
-    yield RedisQuotaStore(client)
+    yield RedisQuotaStore(client, auto_pipeline=request.param != "redis-direct")
     await client.aclose()
 
 
@@ -435,10 +435,11 @@ def test_cluster_tls_scheme_turns_on_tls() -> None:
     assert client.connection_kwargs["connection_class"].__name__ == "SSLConnection"
 
 
-async def test_scripts_survive_a_script_cache_flush() -> None:
+@pytest.mark.parametrize("auto_pipeline", [True, False])
+async def test_scripts_survive_a_script_cache_flush(auto_pipeline: bool) -> None:
     """After SCRIPT FLUSH (a Redis restart) the next call reloads its script."""
     client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    store = RedisQuotaStore(client)
+    store = RedisQuotaStore(client, auto_pipeline=auto_pipeline)
     await reserve(store, "r1", 10)
     await client.script_flush()
     assert (await reserve(store, "r2", 10)).reserved == 20

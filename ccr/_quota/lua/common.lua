@@ -44,3 +44,15 @@ local function purge(res_key, amount_key, reserved_key, now, batch)
   end
   return tonumber(redis.call('GET', reserved_key)) or 0
 end
+
+-- The reply of reserve, settle and status: one line "admitted used reserved limit
+-- [crossed threshold indices...]". redis-py reads a bulk string in one step but an array
+-- element by element; this halves the client's cost of reading the reply. '%d' keeps
+-- integers above 1e14 exact (tostring would print them as 1e+15).
+local function counts_reply(admitted, used, reserved, limit, crossed)
+  local line = string.format('%d %d %d %d', admitted, used, reserved, limit)
+  if crossed and #crossed > 0 then
+    line = line .. ' ' .. table.concat(crossed, ' ')
+  end
+  return line
+end

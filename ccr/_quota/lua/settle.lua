@@ -3,7 +3,7 @@
 -- KEYS: used, reserved, res, resamt, limit, warned (set of thresholds already fired)
 -- ARGV: reservation id, used tokens, default limit (-1 = unlimited), now, expire at,
 --       purge batch, thresholds... (fractions of the limit, ascending)
--- Returns {1, used, reserved, limit, index of each newly crossed threshold (1-based)...}
+-- Returns "1 used reserved limit [index of each newly crossed threshold (1-based)...]"
 local id = ARGV[1]
 local limit = effective_limit(KEYS[5], ARGV[3])
 local reserved = purge(KEYS[3], KEYS[4], KEYS[2], ARGV[4], ARGV[6])
@@ -12,7 +12,7 @@ local reserved = purge(KEYS[3], KEYS[4], KEYS[2], ARGV[4], ARGV[6])
 local held = tonumber(redis.call('HGET', KEYS[4], id))
 if held == SETTLED then
   -- A repeated settle (the client retried after a dropped connection): count nothing twice.
-  return {1, tonumber(redis.call('GET', KEYS[1])) or 0, reserved, limit}
+  return counts_reply(1, tonumber(redis.call('GET', KEYS[1])) or 0, reserved, limit)
 end
 if held then
   reserved = unreserve(KEYS[2], held)
@@ -28,17 +28,15 @@ redis.call('EXPIREAT', KEYS[4], ARGV[5])
 local used = redis.call('INCRBY', KEYS[1], ARGV[2])
 redis.call('EXPIREAT', KEYS[1], ARGV[5])
 
-local reply = {1, used, reserved, limit}
+local crossed = {}
 if limit >= 0 then
-  local fired = false
   for i = 7, #ARGV do
     if used >= tonumber(ARGV[i]) * limit and redis.call('SADD', KEYS[6], ARGV[i]) == 1 then
-      reply[#reply + 1] = i - 6
-      fired = true
+      crossed[#crossed + 1] = i - 6
     end
   end
-  if fired then
+  if #crossed > 0 then
     redis.call('EXPIREAT', KEYS[6], ARGV[5])
   end
 end
-return reply
+return counts_reply(1, used, reserved, limit, crossed)
