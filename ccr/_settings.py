@@ -6,12 +6,13 @@ so that ``repr(settings)`` and logs never show them.
 
 from __future__ import annotations
 
+import ssl
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -59,6 +60,8 @@ class CCRSettings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("redis_url", "CCR_REDIS_URL", "REDIS_URL"),
     )
+    # PEM CA bundle trusted for rediss:// (in addition to the system's CAs)
+    redis_ca_file: Path | None = None
     daily_token_limit: int | None = Field(default=None, ge=0, le=2**53 - 1)
     quota_warning_thresholds: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_thresholds)] = (
         0.8,
@@ -111,6 +114,31 @@ class CCRSettings(BaseSettings):
             ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
         ):
             raise ValueError("redis_url must start with redis://, rediss://, unix:// or redis+cluster://")
+        return value
+
+    @field_validator("redis_ca_file")
+    @classmethod
+    def _check_redis_ca_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Fail at configuration, not at the first quota call.
+
+        redis-py reads the bundle only when it opens a connection, so a missing or
+        non-PEM file would otherwise surface as an unreachable store (calls served
+        unchecked or refused by the fail mode). A CA file next to a plaintext URL means
+        the user believes the connection is encrypted when it is not.
+        """
+        if value is None:
+            return None
+        try:
+            ssl.create_default_context(cafile=str(value))
+        except ssl.SSLError:
+            raise ValueError(f"redis_ca_file {value} is not a PEM CA certificate bundle") from None
+        except OSError as exc:
+            raise ValueError(f"redis_ca_file {value} cannot be read ({exc.strerror or exc})") from None
+        url = info.data.get("redis_url")
+        if url is not None and not url.get_secret_value().startswith(("rediss://", "rediss+cluster://")):
+            raise ValueError(
+                "redis_ca_file is set but redis_url does not use TLS; use rediss:// or rediss+cluster://"
+            )
         return value
 
     def auth_headers(self) -> dict[str, str]:

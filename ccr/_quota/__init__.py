@@ -41,9 +41,18 @@ __all__ = [
 
 
 def store_from_settings(settings: CCRSettings) -> QuotaStore:
-    """Redis (or Cluster) if ``redis_url`` is set, else the in-process memory store."""
+    """Redis (or Cluster) if ``redis_url`` is set, else the in-process memory store.
+
+    ``redis_ca_file`` goes to the Redis client; ``verify_tls`` and ``ca_file`` do not:
+    they are about CCR, and turning checks off for a self-signed CCR must not silently
+    turn them off for the quota store too.
+    """
     if settings.redis_url is None:
         return MemoryQuotaStore()
     from ccr._quota._redis import RedisQuotaStore
 
-    return RedisQuotaStore.from_url(settings.redis_url.get_secret_value(), timeout=settings.quota_timeout)
+    return RedisQuotaStore.from_url(
+        settings.redis_url.get_secret_value(),
+        timeout=settings.quota_timeout,
+        ca_file=settings.redis_ca_file,
+    )

@@ -92,9 +92,13 @@ async def _with_manager(settings: CCRSettings, policy: Any, action: Callable[[An
     try:
         return await action(manager)
     except QuotaUnavailable as exc:
+        # The store's own error says why (refused, timed out, certificate verify failed):
+        # the one thing an operator needs to fix a misconfigured rediss:// URL.
+        cause = exc.__cause__
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
         print(
             "QUOTA UNKNOWN - the quota store cannot be reached "
-            f"({Redactor(settings.secrets()).clean(str(exc))})"
+            f"({Redactor(settings.secrets()).clean(detail)})"
         )
         return UNKNOWN
     finally:
