@@ -132,6 +132,7 @@ class RedisQuotaStore:
         timeout: float = 1.0,
         max_in_flight: int = MAX_IN_FLIGHT,
         ca_file: str | os.PathLike[str] | None = None,
+        auto_pipeline: bool = True,
     ) -> RedisQuotaStore:
         """A store on ``redis://``, ``rediss://``, ``unix://`` or a cluster URL.
 
@@ -175,7 +176,13 @@ class RedisQuotaStore:
             client = RedisCluster.from_url(f"{_CLUSTER_SCHEMES[scheme]}://{rest}", **options)
         else:
             client = Redis.from_url(url, **options)
-        return cls(client, owns_client=True, max_in_flight=max_in_flight, wait_timeout=timeout)
+        return cls(
+            client,
+            owns_client=True,
+            max_in_flight=max_in_flight,
+            wait_timeout=timeout,
+            auto_pipeline=auto_pipeline,
+        )
 
     @property
     def client(self) -> Redis | RedisCluster:
