@@ -401,19 +401,32 @@ async def redis_evalsha_wide(args: argparse.Namespace) -> AsyncIterator[One]:
         yield one
 
 
-def _quota_manager(args: argparse.Namespace) -> Any:
+def _quota_manager(args: argparse.Namespace, *, auto_pipeline: bool = True) -> Any:
     from ccr import CCRSettings, QuotaManager, RedisQuotaStore
     from ccr._clock import SYSTEM_CLOCK
 
     settings = CCRSettings(daily_token_limit=10**15)
-    store = RedisQuotaStore.from_url(args.redis_url)
+    store = RedisQuotaStore.from_url(args.redis_url, auto_pipeline=auto_pipeline)
     return QuotaManager(store, settings=settings, limit_for=lambda _w: 10**15, clock=SYSTEM_CLOCK)
 
 
 @scenario("quota_redis")
 async def quota_redis(args: argparse.Namespace) -> AsyncIterator[One]:
     """QuotaManager.reserve + settle against real Redis (one request's quota work)."""
-    manager = _quota_manager(args)
+    async with _quota_scenario(args, auto_pipeline=True) as one:
+        yield one
+
+
+@scenario("quota_redis_direct")
+async def quota_redis_direct(args: argparse.Namespace) -> AsyncIterator[One]:
+    """The same with one EVALSHA per call (``auto_pipeline=False``)."""
+    async with _quota_scenario(args, auto_pipeline=False) as one:
+        yield one
+
+
+@contextlib.asynccontextmanager
+async def _quota_scenario(args: argparse.Namespace, *, auto_pipeline: bool) -> AsyncIterator[One]:
+    manager = _quota_manager(args, auto_pipeline=auto_pipeline)
     async with _counting_redis(args) as counter:
         try:
 

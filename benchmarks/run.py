@@ -92,6 +92,8 @@ SPECS: list[Spec] = [
     _spec("redis_evalsha_wide", None, "redis", quick=False,
           about="2 no-op EVALSHA with the quota scripts' key/arg counts (redis-py's share)"),
     _spec("quota_redis", None, "redis", about="QuotaManager reserve + settle on Redis"),
+    _spec("quota_redis_direct", None, "redis", quick=False,
+          about="the same with auto_pipeline=False (one EVALSHA per call)"),
     _spec("httpx_raw@sniffio", "httpx_raw", "server", patch="httpcore_asyncio", quick=False,
           about="raw httpx, httpcore without its failed `import sniffio`"),
     _spec("route_memory@sniffio", "route_memory", "server", patch="httpcore_asyncio",
