@@ -26,6 +26,23 @@ it ``RemoteProtocolError``. Known difference: a body whose ``Content-Encoding`` 
 decoded is ``connection_dropped`` here, ``transport_error`` over httpx (or
 ``invalid_response`` for a coding httpx does not know); all fall back.
 
+Pool slots: an attempt first takes one of ``max_connections`` slots of an
+``asyncio.Semaphore`` of the sender's own, and only then asks the connector (whose
+``limit`` is the same number) for a connection. A connection goes back to the connector
+before its slot goes back to the semaphore (unless CCR answered before the request body
+was written: aiohttp then returns it one loop turn later), so attempts do not queue in the
+connector. That queue loses wake-ups (aiohttp 3.14.5; aio-libs/aiohttp#9670 was the same
+loss after timeouts in 3.10): when the waiter a released connection was handed to is
+cancelled, by its caller or by its ``asyncio.timeout``, before it ran again, no other
+waiter is woken, and the next one waits with the pool free until another connection is
+released or its attempt times out, a ``timeout`` that falls back and counts against a
+healthy target. ``asyncio.Semaphore`` hands a slot its cancelled waiter did not take to
+the next waiter.
+
+A cancelled attempt is cancelled inside aiohttp, which closes its connection (or the one
+it was opening) and frees the slot before the cancellation reaches the caller: there is
+nothing left to wait for, unlike the httpx sender, which lets an abandoned request finish.
+
 Health checks and ``/api/config`` stay on the client's httpx client. This module is the
 only one that imports aiohttp, and only ``CCRClient`` imports it, lazily.
 """
@@ -65,7 +82,7 @@ class AiohttpSender:
     bound to that loop like any aiohttp session: use one ``CCRClient`` per event loop.
     """
 
-    __slots__ = ("_closed", "_loop", "_redactor", "_session", "_settings", "_ssl", "_url")
+    __slots__ = ("_closed", "_loop", "_redactor", "_session", "_settings", "_slots", "_ssl", "_url")
 
     def __init__(self, settings: CCRSettings, redactor: Redactor) -> None:
         self._settings = settings
@@ -73,6 +90,8 @@ class AiohttpSender:
         self._redactor = redactor
         self._ssl: ssl.SSLContext | bool = tls_option(settings) if self._url.scheme == "https" else True
         self._session: aiohttp.ClientSession | None = None
+        # The pool's slots, taken before the connector is asked (see the module docstring).
+        self._slots = asyncio.Semaphore(settings.max_connections)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -87,8 +106,10 @@ class AiohttpSender:
             )
         settings = self._settings
         connector = aiohttp.TCPConnector(
+            # The pool size, as in httpx (one host, CCR). Attempts wait for a slot on
+            # self._slots, never in the connector's queue: this limit only bounds sockets.
             limit=settings.max_connections,
-            limit_per_host=0,  # one host (CCR): `limit` is the pool size, as in httpx
+            limit_per_host=0,
             keepalive_timeout=_KEEPALIVE_SECONDS,
             ssl=self._ssl,
         )
@@ -110,19 +131,20 @@ class AiohttpSender:
     async def post_messages(self, content: bytes, headers: dict[str, str], timeout: float) -> Reply:
         """POST one attempt to CCR, bounded by ``timeout`` seconds of our own clock.
 
-        Cancellation propagates untouched; a response cut short is closed, never pooled.
+        The bound covers the wait for a pool slot, as httpx's pool timeout does. Cancellation
+        propagates untouched; a response cut short is closed, never pooled.
         """
         session = self._session
         if session is None or self._loop is not asyncio.get_running_loop():
             session = self._open()
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout), self._slots:
                 response = await session.post(self._url, data=content, headers=headers, allow_redirects=False)
                 try:
                     raw = await response.read()  # closes the connection itself if this fails
                 finally:
-                    response.release()
+                    response.release()  # gives the connection back before the slot
         except aiohttp.ServerTimeoutError as exc:  # before TimeoutError: it is one
             return _failed(
                 "connect_timeout",

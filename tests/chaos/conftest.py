@@ -389,6 +389,12 @@ class Toolbox:
     established_sockets = staticmethod(established_sockets)
 
     @staticmethod
+    def scenario(name: str, transport: str) -> str:
+        """The report name of a scenario run on ``transport`` (httpx, the default, keeps the
+        plain name so its history stays comparable)."""
+        return name if transport == "httpx" else f"{name}_{transport}"
+
+    @staticmethod
     def request(workspace: str, **extra: Any) -> dict[str, Any]:
         """The scenario request body for ``workspace``."""
         return {**REQUEST, "workspace_id": workspace, **extra}

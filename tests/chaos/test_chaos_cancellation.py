@@ -15,6 +15,14 @@ cancelled somewhere:
 Afterwards nothing may be left: no reserved tokens (after ``drain()``), no task, no
 socket beyond the HTTP pool, no pool slot held by a connection nobody uses, and every
 task that accepted ``cancel()`` must have ended cancelled. The client must still serve.
+
+The storm runs once per sender (report ``cancellation_storm`` for httpx,
+``cancellation_storm_aiohttp``). They differ in what a cancelled call leaves: the httpx
+sender lets the abandoned request finish on its pooled connection (``drain()`` waits for
+it), so the pool also serves requests nobody waits for and calls queue for its slots; the
+aiohttp sender cancels the request inside aiohttp, which closes the connection it was
+using or opening at once, so the next call opens a new one. The pool checks read each
+stack's own pool: httpcore's connections, or the aiohttp sender's slots and connector.
 """
 
 from __future__ import annotations
@@ -27,13 +35,15 @@ from collections import Counter
 import pytest
 
 from ccr import CCRClient, CCRSettings, NullHook, NullObserver
+from ccr._transport import HttpxSender
+from ccr._transport_aiohttp import AiohttpSender
 from ccr.testing import Behavior
 
 pytestmark = pytest.mark.chaos
 
 CALLS = 3000
 WORKERS = 16
-POOL = 16  # httpx max_connections
+POOL = 16  # max_connections: the httpx pool; the aiohttp sender's slots and connector limit
 MODEL_DELAY = 0.02
 CALIBRATION_ROUNDS = 4  # x WORKERS uncancelled calls, after one warm-up round
 SEED = 8
@@ -59,6 +69,9 @@ class _StepObserver(NullObserver):
     def on_attempt_start(self, start, headers):
         self._enter("call")
 
+    def on_attempt_end(self, end):
+        self._probe.attempts[end.attempt.error_type or "ok"] += 1
+
     def on_route_end(self, result):
         self._probe.ends[self._call] = "returned" if result is not None else "cancelled"
 
@@ -71,6 +84,7 @@ class StepProbe(NullHook):
         self.ends: dict[int, str] = {}
         self.aims: dict[int, tuple[str, float]] = {}
         self.accepted: dict[int, bool] = {}
+        self.attempts: Counter[str] = Counter()  # how each attempt a caller waited for ended
 
     def on_route_start(self, request, decision):
         return _StepObserver(self, request.context["call"])
@@ -85,13 +99,32 @@ class StepProbe(NullHook):
             asyncio.get_running_loop().call_later(offset, cancel)
 
 
-def _left_in_pool(http) -> int:
-    """Connections of the HTTP pool neither idle nor closed while no request is in flight."""
-    pool = http._transport._pool
-    return sum(not (c.is_idle() or c.is_closed()) for c in pool.connections)
+def _pool_state(client: CCRClient) -> tuple[int, int]:
+    """(connections the sender's pool holds, slots held though no request is in flight).
+
+    httpx: a pool connection neither idle nor closed holds a slot (encode/httpcore#1093
+    left such connections behind for ever). aiohttp: the sender's slots (a semaphore of
+    ``max_connections``) taken or waited for, and the connector's acquired connections and
+    queued waiters; its idle connections are the rest of the pool. With nothing in
+    flight, any of these is stuck.
+    """
+    sender = client._sender
+    if isinstance(sender, HttpxSender):
+        pool = client._http._transport._pool
+        return len(pool.connections), sum(not (c.is_idle() or c.is_closed()) for c in pool.connections)
+    assert isinstance(sender, AiohttpSender)
+    assert sender._session is not None, "the aiohttp sender never opened its session"
+    connector = sender._session.connector
+    acquired = len(connector._acquired)
+    idle = sum(len(conns) for conns in connector._conns.values())
+    queued = sum(len(waiting) for waiting in connector._waiters.values())
+    slots = sender._slots
+    slots_held = POOL - slots._value + len(slots._waiters or ())
+    return acquired + idle, acquired + queued + slots_held
 
 
-async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, report):
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, report, transport):
     """3000 calls cancelled at every step leave no reservation, task, socket or pool slot behind."""
     fake.set_default_behavior(Behavior.delay(MODEL_DELAY))
     probe = StepProbe()
@@ -101,6 +134,7 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
         attempt_timeout=2.0,
         deadline=5.0,
         max_connections=POOL,
+        transport=transport,
     )
     client = CCRClient(settings, policy=chaos.policy, hooks=[probe])
     loop = asyncio.get_running_loop()
@@ -207,8 +241,7 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
         await client.drain()
         tasks_after = asyncio.all_tasks()
         ccr_sockets = chaos.established_sockets(ccr.port)
-        pool_connections = len(client._http._transport._pool.connections)
-        stuck_in_pool = _left_in_pool(client._http)
+        pool_connections, stuck_in_pool = _pool_state(client)
         redis_sockets = chaos.established_sockets(redis_server.port)
         status = await client.get_quota_status(workspace)
         # The same client still serves a full pool's worth of concurrent calls.
@@ -229,8 +262,9 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
         if accepted and call >= 0
     )
     report(
-        "cancellation_storm",
+        chaos.scenario("cancellation_storm", transport),
         {
+            "transport": transport,
             "calls": CALLS,
             "workers": WORKERS,
             "calibrated_p90_ms": chaos.ms(chaos.percentile(latencies, 90)),
@@ -240,6 +274,7 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
             "cancel_delivered_at_step": delivered_at,
             "cancelled_at_step": cancelled_at,
             "unexpected_exceptions": unexpected,
+            "attempts_ended": probe.attempts,
             "swallowed_cancellations": len(swallowed),
             "swallowed_outside_settle": sum(probe.step.get(c) != "settle" for c in swallowed),
             "wait_for_results": len(late_ms),
@@ -251,8 +286,8 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
             "reserved_at_end": status.reserved,
             "tasks_left": len(tasks_after - tasks_before),
             "ccr_sockets_at_end": ccr_sockets,
-            "httpx_pool_connections": pool_connections,
-            "httpx_pool_stuck_connections": stuck_in_pool,
+            "pool_connections": pool_connections,
+            "pool_stuck_connections": stuck_in_pool,
             "pool_size": POOL,
             "redis_sockets_at_end": redis_sockets,
             "after_storm_ok": sum(r.success for r in after),
@@ -260,6 +295,9 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
     )
 
     assert not unexpected, unexpected
+    # The model answers in 20 ms and an attempt may take 2 s: an attempt that timed out
+    # waited for something that never came (a pool slot nobody handed on, a stuck socket).
+    assert probe.attempts["timeout"] == 0, probe.attempts
     # The storm reached every step of the request path.
     assert set(STEPS) <= set(delivered_at), delivered_at
     assert kinds["before_start:cancelled"] > 0
@@ -268,6 +306,7 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
     assert status.reserved == 0, "cancelled calls left reservations behind"
     assert tasks_after == tasks_before
     assert ccr_sockets <= POOL
+    assert pool_connections <= POOL
     assert stuck_in_pool == 0, "cancelled calls left connections that hold pool slots forever"
     # Every call a caller saw succeed was charged; nothing beyond what the provider served.
     assert seen_tokens <= status.used_today <= served_tokens

@@ -3,12 +3,14 @@
 16 workers route through one client for 14 s; CCR dies at t=4 s and comes back at t=8 s
 (its start takes ~1.5 s more). Calls during the outage must fail fast with
 ``ccr_unavailable``, the same client must serve again after the restart, and the quota
-must count exactly the successful calls with nothing left reserved.
+must count exactly the successful calls with nothing left reserved. It runs once per
+sender (reports ``ccr_killed_and_restarted`` for httpx, ``..._aiohttp`` for aiohttp).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 
@@ -24,13 +26,15 @@ ATTEMPT_TIMEOUT = 2.0
 MARGIN = 1.0
 
 
-async def test_ccr_killed_and_restarted(chaos, fake, ccr, redis_server, workspace, report):
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_ccr_killed_and_restarted(chaos, fake, ccr, redis_server, workspace, report, transport):
     """Outage calls fail fast with ccr_unavailable; the same client recovers; quota stays exact."""
     settings = CCRSettings(
         url=ccr.url,
         redis_url=redis_server.url,
         attempt_timeout=ATTEMPT_TIMEOUT,
         deadline=3 * ATTEMPT_TIMEOUT,
+        transport=transport,
     )
     client = CCRClient(settings, policy=chaos.policy, hooks=[])
     body = chaos.request(workspace)
@@ -60,10 +64,14 @@ async def test_ccr_killed_and_restarted(chaos, fake, ccr, redis_server, workspac
     failures = [s for s in samples if not s.ok]
     outage = [s for s in samples if s.started >= marks["killed"] and s.ended <= marks["restart"]]
     after = [s for s in samples if s.started >= marks["restarted"]]
+    # How each failed call walked the chain: the error type of each of its attempts.
+    walks = Counter(" > ".join(str(a.error_type) for a in s.result.attempts) for s in failures)
+    dropped = [s for s in failures if any(a.error_type == "connection_dropped" for a in s.result.attempts)]
     expected_tokens = chaos.usage_of(samples)
     report(
-        "ccr_killed_and_restarted",
+        chaos.scenario("ccr_killed_and_restarted", transport),
         {
+            "transport": transport,
             "workers": WORKERS,
             "duration_s": run.duration,
             "kill_at_s": marks["kill"],
@@ -73,6 +81,7 @@ async def test_ccr_killed_and_restarted(chaos, fake, ccr, redis_server, workspac
             "outcomes": counts,
             "outage_requests": len(outage),
             "in_flight_at_kill_failed": sum(not s.ok for s in samples if s.started < marks["killed"]),
+            "failed_call_attempts": walks,
             "failure_latency_max_ms": chaos.ms(max((s.latency for s in failures), default=0.0)),
             "failure_latency_p50_ms": chaos.ms(chaos.percentile([s.latency for s in failures], 50)),
             "failure_latency_bound_ms": chaos.ms(ATTEMPT_TIMEOUT + MARGIN),
@@ -99,6 +108,20 @@ async def test_ccr_killed_and_restarted(chaos, fake, ccr, redis_server, workspac
         s.started < marks["killed"] for s in failures if s.result.error is ErrorCode.ALL_TARGETS_FAILED
     )
     assert max(s.latency for s in failures) < ATTEMPT_TIMEOUT + MARGIN
+    # Attempt by attempt: a connection CCR dropped mid-request is `connection_dropped` and
+    # falls back; a refused connect is `connect_error`, which ends the call at once
+    # (ccr_unavailable); nothing else. Only calls in flight at the kill see a drop.
+    attempt_errors = {a.error_type for s in failures for a in s.result.attempts}
+    assert attempt_errors <= {"connection_dropped", "connect_error"}, walks
+    assert dropped, f"no call was in flight at the kill: {walks}"
+    assert all(s.started < marks["killed"] for s in dropped), walks
+    assert all(len(s.result.attempts) > 1 for s in dropped), f"a drop did not fall back: {walks}"
+    assert all(
+        s.result.attempts[-1].error_type == "connect_error"
+        for s in failures
+        if s.result.error is ErrorCode.CCR_UNAVAILABLE
+    ), walks
+    assert all([a.error_type for a in s.result.attempts] == ["connect_error"] for s in outage), walks
     # Recovery without a new client.
     assert after, "no call started after the restart"
     assert all(s.ok for s in after), chaos.outcomes(after)

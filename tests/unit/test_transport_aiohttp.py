@@ -36,8 +36,11 @@ from ccr import (
     ConfigurationError,
     ErrorCode,
     HealthStatus,
+    NullHook,
+    NullObserver,
     RoutingPolicy,
 )
+from ccr._hooks import AttemptEnd, AttemptStart
 from ccr._transport import HttpxSender
 from ccr.testing import Behavior, FakeProvider, free_port
 
@@ -349,6 +352,122 @@ async def test_redirect_is_not_followed(make):
     assert result.error is ErrorCode.INVALID_REQUEST
     assert [a.error_type for a in result.attempts] == ["http_307"]
     assert server.requests == 1
+
+
+# --- the pool under cancellation ------------------------------------------------------------------
+
+
+class GatedServer:
+    """Holds the first request until ``gate`` is set; answers every request with a message."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.first_request = asyncio.Event()
+        self.requests = 0
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> GatedServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self.gate.set()
+        self._server.close()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            self.requests += 1
+            if self.requests == 1:
+                self.first_request.set()
+                await self.gate.wait()
+            writer.write(http_answer(message_json(), "Content-Type: application/json"))
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            self._connections.discard(task)
+
+
+class _CancelOnAttemptEnd(NullObserver):
+    def __init__(self, race: PoolRace) -> None:
+        self.race = race
+
+    def on_attempt_end(self, end: AttemptEnd) -> None:
+        self.race.tasks["victim"].cancel()
+
+
+class _AttemptStarted(NullObserver):
+    def __init__(self, started: asyncio.Event) -> None:
+        self.started = started
+
+    def on_attempt_start(self, start: AttemptStart, headers: dict[str, str]) -> None:
+        self.started.set()
+
+
+class PoolRace(NullHook):
+    """Call ``holder`` cancels call ``victim`` in the same step its attempt ends and frees the
+    pool slot; every call reports when its attempt started."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.started = {name: asyncio.Event() for name in ("holder", "victim", "next")}
+
+    def on_route_start(self, request: Any, decision: Any) -> NullObserver:
+        call = request.context["call"]
+        if call == "holder":
+            return _CancelOnAttemptEnd(self)
+        return _AttemptStarted(self.started[call])
+
+
+async def test_a_cancelled_pool_waiter_passes_its_slot_on(make):
+    """A call waiting for a pool slot that is cancelled just as the slot is handed to it
+    passes the slot on: the next waiter is served at once, not after its attempt timed out.
+
+    aiohttp's connector loses that wake-up (a waiter woken and cancelled in the same loop
+    iteration does not wake the next one); the aiohttp sender must not depend on it.
+    """
+    race = PoolRace()
+    async with GatedServer() as server:
+        client = make(
+            url=server.url, max_connections=1, attempt_timeout=1.0, client_options={"hooks": [race]}
+        )
+
+        def call(name: str) -> asyncio.Task[Any]:
+            task = asyncio.create_task(client.route_request({**REQ, "context": {"call": name}}))
+            race.tasks[name] = task
+            return task
+
+        holder = call("holder")
+        await server.first_request.wait()  # the holder has the only connection
+        victim = call("victim")
+        await race.started["victim"].wait()
+        waiting = call("next")
+        await race.started["next"].wait()  # both now wait for the slot, victim first
+        server.gate.set()
+        assert (await holder).success
+        result = await waiting
+        with pytest.raises(asyncio.CancelledError):
+            await victim
+    assert result.success, result.attempts
+    # Served by the first target on its first attempt: no timeout waiting for a free slot,
+    # so no fallback and no failure counted against a healthy target.
+    assert [(a.target, a.outcome) for a in result.attempts] == [("up,a", AttemptOutcome.SUCCESS)]
 
 
 # --- TLS ------------------------------------------------------------------------------------------
