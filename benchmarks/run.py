@@ -40,7 +40,6 @@ SCENARIOS_PY = HERE / "_scenarios.py"
 SERVER_PY = HERE / "_server.py"
 PROFILE_PY = HERE / "_profile.py"
 DEFAULT_LITELLM_PYTHON = "/tmp/bench-litellm/bin/python"
-PROTOTYPE_PATCHES = "httpcore_asyncio,httpx_url,fast_models"
 CLIENT_TIMEOUT = 300.0
 
 
@@ -94,12 +93,6 @@ SPECS: list[Spec] = [
     _spec("quota_redis", None, "redis", about="QuotaManager reserve + settle on Redis"),
     _spec("quota_redis_direct", None, "redis", quick=False,
           about="the same with auto_pipeline=False (one EVALSHA per call)"),
-    _spec("httpx_raw@sniffio", "httpx_raw", "server", patch="httpcore_asyncio", quick=False,
-          about="raw httpx, httpcore without its failed `import sniffio`"),
-    _spec("route_memory@sniffio", "route_memory", "server", patch="httpcore_asyncio",
-          quick=False, about="route_memory, httpcore without its failed `import sniffio`"),
-    _spec("route_memory@proto", "route_memory", "server", patch=PROTOTYPE_PATCHES,
-          quick=False, about=f"route_memory with the prototypes {PROTOTYPE_PATCHES}"),
     _spec("ccr_httpx_raw", "httpx_raw", "ccr", target="ccr",
           about="raw httpx POST through a live CCR"),
     _spec("ccr_route_memory", "route_memory", "ccr", target="ccr",
@@ -349,10 +342,10 @@ print(json.dumps({{"import_ms": elapsed * 1000, "import_cpu_ms": cpu * 1000,
 BARE_CODE = IMPORT_CODE.replace("import {module}\n", "").format()
 
 
-def _import_cost(module: str) -> dict[str, Any]:
-    """Import time and peak RSS of ``module`` in a fresh interpreter (no .pyc writes)."""
+def _import_cost(module: str, python: str = sys.executable) -> dict[str, Any]:
+    """Import time and peak RSS of ``module`` in a fresh ``python`` (no .pyc writes)."""
     code = IMPORT_CODE.format(module=module) if module != "(bare)" else BARE_CODE
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -446,10 +439,6 @@ def _targets(runs: list[dict[str, Any]], imports: dict[str, Any]) -> list[dict[s
             _ratio_rounds(runs, "route_memory", "httpx_raw", conc), 1.25, "<=", "x")  # fmt: skip
         add(f"route_memory - httpx_raw client CPU (c={conc})",
             _diff_rounds(runs, "route_memory", ["httpx_raw"], conc), 120, "<=", "us")  # fmt: skip
-    for conc in (1, 32):
-        add(f"route_memory@sniffio / httpx_raw@sniffio client CPU (c={conc}) [with sniffio]",
-            _ratio_rounds(runs, "route_memory@sniffio", "httpx_raw@sniffio", conc), 1.25, "<=",
-            "x")  # fmt: skip
     for name, label in (("ab_socket", "interleaved, sockets"), ("ab_mock", "interleaved, mock")):
         per_round = _per_round(runs, name, 1).values()
         if not per_round:

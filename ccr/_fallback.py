@@ -47,6 +47,10 @@ class ChainCall:
     breaker: CircuitBreaker
 
 
+# json.dumps with non-default arguments builds a new JSONEncoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def request_body_tail(request: RouteRequest, *, stream: bool = False) -> bytes:
     """Serialise the request once; each attempt only splices in its model."""
     body: dict[str, object] = {
@@ -58,7 +62,7 @@ def request_body_tail(request: RouteRequest, *, stream: bool = False) -> bytes:
         body["system"] = request.system
     if request.temperature is not None:
         body["temperature"] = request.temperature
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")[1:]
+    return _encode(body).encode("utf-8")[1:]
 
 
 async def run_chain(
