@@ -83,3 +83,20 @@ def _no_quota_spans() -> Undo:
 
 # --- (removed) the native aiohttp attempt shipped as ccr/_transport_aiohttp.py:
 # CCRSettings(transport="aiohttp"), measured by the run.py scenario route_aiohttp_sender.
+
+
+# --- the httpx sender without its per-request task ----------------------------------------
+@patch("no_request_task")
+def _no_request_task() -> Undo:
+    """``HttpxSender._send`` awaiting ``http.post`` directly instead of shielding a task
+    of its own (which protects the pool from encode/httpcore#1093): what the task costs."""
+    import httpx
+
+    from ccr import _transport
+
+    async def send(self: Any, content: bytes, headers: dict[str, str], timeout: float) -> Any:
+        connect = self._http.timeout.connect
+        limits = httpx.Timeout(timeout, connect=min(connect, timeout) if connect is not None else timeout)
+        return await self._http.post(self._url, content=content, headers=headers, timeout=limits)
+
+    return swap(_transport.HttpxSender, "_send", send)

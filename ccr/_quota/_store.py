@@ -44,7 +44,11 @@ class QuotaCounts:
 
 @runtime_checkable
 class QuotaStore(Protocol):
-    """Atomic per-workspace, per-day counters; see the module docstring for semantics."""
+    """Atomic per-workspace, per-day counters; see the module docstring for semantics.
+
+    A store may set ``never_suspends = True`` if none of its coroutines ever awaits; the
+    quota manager then calls it directly instead of through a cancellation shield.
+    """
 
     async def reserve(
         self,
@@ -171,6 +175,10 @@ class MemoryQuotaStore:
     Every method does all its work without awaiting, so under asyncio each operation is
     atomic with no lock. Use Redis as soon as more than one process routes requests.
     """
+
+    never_suspends = True
+    """No method awaits anything: a call cannot be cut short by a cancellation, so the
+    quota manager runs it without a shield task. A subclass that awaits must say False."""
 
     def __init__(self) -> None:
         self._days: dict[tuple[str, str], _Day] = {}

@@ -790,6 +790,7 @@ async def test_cancelled_reserve_gives_the_hold_back(make_manager: Callable[...,
         return counts
 
     store.reserve = slow_reserve  # type: ignore[method-assign]
+    store.never_suspends = False  # type: ignore[attr-defined]  # it does now
     task = asyncio.create_task(manager.reserve(W, 100))
     await entered.wait()
     task.cancel()
@@ -797,3 +798,21 @@ async def test_cancelled_reserve_gives_the_hold_back(make_manager: Callable[...,
         await task
     await manager.drain()
     assert (await manager.status(W)).reserved == 0
+
+
+def _finishes_without_suspending(step: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return done.value
+    step.close()
+    raise AssertionError("the call suspended")
+
+
+async def test_memory_store_calls_run_without_a_shield_task(manager: QuotaManager) -> None:
+    """The memory store never suspends, so reserve and settle finish in one step: no task,
+    and no point at which a cancellation could cut them short."""
+    reservation = _finishes_without_suspending(manager.reserve(W, 100))
+    assert reservation.admitted and reservation.checked
+    status = _finishes_without_suspending(manager.settle(reservation, 40))
+    assert status.used_today == 40 and status.reserved == 0
