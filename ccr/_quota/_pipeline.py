@@ -78,8 +78,8 @@ class AutoPipeline:
         except Exception as exc:  # every waiter hears about it; nothing is left unretrieved
             _fail(batch, exc)
             return
-        except BaseException:
-            _fail(batch, asyncio.CancelledError())
+        except BaseException:  # cancelled (the loop is shutting down): so are the waiters
+            _fail(batch, None)
             raise
         for call, reply in zip(batch, replies, strict=True):
             if call.future.done():  # the caller was cancelled meanwhile
@@ -133,7 +133,12 @@ class AutoPipeline:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _fail(batch: Sequence[_Call], exc: BaseException) -> None:
+def _fail(batch: Sequence[_Call], exc: Exception | None) -> None:
+    """Every waiter still waiting gets ``exc``, or is cancelled if it is None."""
     for call in batch:
-        if not call.future.done():
+        if call.future.done():
+            continue
+        if exc is None:
+            call.future.cancel()
+        else:
             call.future.set_exception(exc)
