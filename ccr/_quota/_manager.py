@@ -145,8 +145,8 @@ class QuotaManager:
         timestamp = now.timestamp()
         default_limit = self._limit_for(workspace_id)
         # The store call runs in a task the caller's cancellation never reaches (see
-        # _shielded): the caller is released at once, and a hold the script made anyway
-        # is given back once the call has finished.
+        # _call and _shielded): the caller is released at once, and a hold the script
+        # made anyway is given back once the call has finished.
         step = self._store.reserve(
             workspace_id,
             day.key,
