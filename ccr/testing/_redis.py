@@ -15,7 +15,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -386,6 +386,8 @@ class RedisCluster:
             except Exception as exc:  # stop the others, report after
                 errors.append(exc)
         self._created = False
+        for node in self.nodes:
+            node.extra_args = ()  # announce() is undone: a fresh cluster is created on start
         if errors:
             raise HarnessError(f"could not stop every cluster node: {errors}")
 
@@ -416,6 +418,53 @@ class RedisCluster:
         """Stop and start one node on its port, then wait until the cluster is ok."""
         self.stop_node(index)
         self.start_node(index)
+
+    def announce(self, ports: Mapping[int, int], *, timeout: float | None = None) -> None:
+        """Make nodes announce another client port, e.g. a TLS proxy's in front of them.
+
+        ``ports`` maps a node's real port to the port it should announce: clients then
+        learn that port (not the real one) from ``CLUSTER SLOTS`` and ``MOVED`` replies.
+        The nodes restart with ``--cluster-announce-ip 127.0.0.1``, ``--cluster-announce-port``
+        and ``--cluster-announce-bus-port`` (the real port + 10000, so the cluster bus keeps
+        working); a running node's own entry does not follow ``CONFIG SET`` on Redis 6.2.
+        Data is lost. Returns once every node lists every announced port and the cluster is
+        ok. Announced nodes keep the setting across restarts; :meth:`stop` drops it.
+        """
+        unknown = set(ports) - set(self.ports)
+        if unknown:
+            raise ValueError(f"not ports of this cluster: {sorted(unknown)}")
+        for node in self.nodes:
+            if node.port in ports:
+                node.extra_args = (
+                    "--cluster-announce-ip", LOOPBACK,
+                    "--cluster-announce-port", str(ports[node.port]),
+                    "--cluster-announce-bus-port", str(node.port + _CLUSTER_BUS_OFFSET),
+                )  # fmt: skip
+                node.restart()
+        limit = self.startup_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        self.wait_ok(limit)
+        # Every node's view: each node line is "<id> <ip>:<port>@<bus port> <flags> ...".
+        expected = {node.port + _CLUSTER_BUS_OFFSET: ports.get(node.port, node.port) for node in self.nodes}
+        while True:
+            wrong: list[str] = []
+            for node in self.nodes:
+                try:
+                    table = node.command("CLUSTER", "NODES", timeout=1.0)
+                except (OSError, _ReplyError, ValueError, RuntimeError) as exc:
+                    wrong.append(f"{node.port}: {exc}")
+                    continue
+                for line in table.splitlines():
+                    address = line.split()[1].split(",", 1)[0]  # 7.x may append ",hostname"
+                    port, _, bus = address.rpartition(":")[2].partition("@")
+                    if expected.get(int(bus)) != int(port):
+                        wrong.append(f"{node.port} sees {address}")
+            if not wrong:
+                break
+            if time.monotonic() > deadline:
+                raise HarnessError(f"announced ports not seen within {limit:.0f}s: {'; '.join(wrong)}")
+            time.sleep(0.05)  # waiting for gossip between external processes
+        self.wait_ok(max(deadline - time.monotonic(), 1.0))
 
     def wait_ok(self, timeout: float | None = None) -> None:
         """Wait until every node reports ``cluster_state:ok`` and knows every node."""

@@ -7,10 +7,11 @@ stunnel or a cloud load balancer does in production. The client side is exactly 
 users run: redis-py's TLS, certificate and host name checks, AUTH and EVALSHA all cross
 a real TLS connection; only the server end of TLS is Python's instead of Redis's.
 
-The proxy binds ``127.0.0.1`` on a free port and counts what it sees, so a test can
-assert the client really went through TLS (``handshakes``) or was refused by it
-(``failed_handshakes``, with the server-side reason in ``failures``). Every counter
-change wakes :meth:`TLSProxy.wait_for`, so tests await events instead of sleeping.
+The proxy binds ``127.0.0.1`` on a free port (or a given one: a Redis Cluster node
+announces its proxy's port) and counts what it sees, so a test can assert the client
+really went through TLS (``handshakes``) or was refused by it (``failed_handshakes``,
+with the server-side reason in ``failures``). Every counter change wakes
+:meth:`TLSProxy.wait_for`, so tests await events instead of sleeping.
 """
 
 from __future__ import annotations
@@ -41,10 +42,14 @@ class TLSProxy:
         context: ssl.SSLContext,
         *,
         backend_host: str = LOOPBACK,
+        port: int = 0,
         handshake_timeout: float = 5.0,
         close_timeout: float = 2.0,
     ) -> None:
         self.backend = (backend_host, backend_port)
+        self.listen_port = port
+        """The port to listen on; 0 (the default) lets the kernel pick a free one. A
+        Redis Cluster node announces its proxy's port, so that proxy needs a fixed one."""
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.close_timeout = close_timeout
@@ -85,10 +90,10 @@ class TLSProxy:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> Self:
-        """Listen on a free loopback port."""
+        """Listen on ``listen_port`` (by default a free one) on loopback."""
         if self._server is not None:
             raise RuntimeError("TLSProxy already started")
-        self._server = await asyncio.start_server(self._serve, LOOPBACK, 0)
+        self._server = await asyncio.start_server(self._serve, LOOPBACK, self.listen_port)
         return self
 
     async def stop(self) -> None:
