@@ -90,7 +90,7 @@ class AutoPipeline:
                 call.future.set_result(reply)
 
     async def _replies(self, batch: list[_Call]) -> list[Any]:
-        await self._acquire()
+        await acquire(self._in_flight, self._wait_timeout)
         try:
             replies = await self._execute(batch)
             lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
@@ -104,14 +104,6 @@ class AutoPipeline:
             return replies
         finally:
             self._in_flight.release()
-
-    async def _acquire(self) -> None:
-        in_flight = self._in_flight
-        if in_flight.locked():
-            async with asyncio.timeout(self._wait_timeout):
-                await in_flight.acquire()
-        else:
-            await in_flight.acquire()
 
     async def _execute(self, batch: Sequence[_Call]) -> list[Any]:
         if len(batch) == 1:  # a pipeline object costs more than it saves for one call
@@ -131,6 +123,16 @@ class AutoPipeline:
             self._flush()
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def acquire(slots: asyncio.Semaphore, wait_timeout: float) -> None:
+    """Take a slot, waiting at most ``wait_timeout`` seconds (``TimeoutError``) when
+    all are busy; no timer is set up when one is free."""
+    if slots.locked():
+        async with asyncio.timeout(wait_timeout):
+            await slots.acquire()
+    else:
+        await slots.acquire()
 
 
 def _fail(batch: Sequence[_Call], exc: Exception | None) -> None:

@@ -29,7 +29,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ccr._quota._pipeline import AutoPipeline
+from ccr._quota._pipeline import AutoPipeline, acquire
 from ccr._quota._store import QuotaCounts
 
 if TYPE_CHECKING:
@@ -196,17 +196,12 @@ class RedisQuotaStore:
         """
         if self._pipeline is not None:
             return await self._pipeline.call(script, keys, args)
-        in_flight = self._in_flight
-        if in_flight.locked():
-            async with asyncio.timeout(self._wait_timeout):
-                await in_flight.acquire()
-        else:
-            await in_flight.acquire()
+        await acquire(self._in_flight, self._wait_timeout)
         try:
             await self._ready()
             return await script(keys=keys, args=args)
         finally:
-            in_flight.release()
+            self._in_flight.release()
 
     async def _ready(self) -> None:
         """Make sure a cluster client knows the slot map before it routes a command.

@@ -108,7 +108,55 @@ def redis_command(port: int, *args: str, timeout: float = 2.0, host: str = LOOPB
 # -- one server --------------------------------------------------------------------------
 
 
-class RedisServer:
+class _Lifecycle:
+    """``start``/``stop``/``restart`` in a thread, and both kinds of ``with``, for the
+    servers below (which define the blocking ``start``, ``stop`` and ``restart``)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> Self:
+        raise NotImplementedError
+
+    async def astart(self) -> Self:
+        """:meth:`start` in a thread; cancelling it stops what it started."""
+        return await run_blocking(self.start, undo=self.stop)
+
+    async def astop(self) -> None:
+        """:meth:`stop` in a thread."""
+        await run_blocking(self.stop, undo=lambda: None)
+
+    async def arestart(self) -> Self:
+        """:meth:`restart` in a thread (the event loop keeps running meanwhile)."""
+        return await run_blocking(self.restart, undo=self.stop)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()
+
+
+class RedisServer(_Lifecycle):
     """One ``redis-server`` on ``127.0.0.1``; a sync and async context manager.
 
     ::
@@ -243,40 +291,6 @@ class RedisServer:
         """SIGKILL the server (a crash); :meth:`restart` or :meth:`start` brings it back."""
         self._teardown(keep_dir=True, kill=True)
 
-    async def astart(self) -> Self:
-        """:meth:`start` in a thread; cancelling it stops the server."""
-        return await run_blocking(self.start, undo=self.stop)
-
-    async def astop(self) -> None:
-        """:meth:`stop` in a thread."""
-        await run_blocking(self.stop, undo=lambda: None)
-
-    async def arestart(self) -> Self:
-        """:meth:`restart` in a thread (the event loop keeps running meanwhile)."""
-        return await run_blocking(self.restart, undo=self.stop)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await self.astart()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()
-
     # -- internals ---------------------------------------------------------------------
 
     def _wait_ready(self) -> None:
@@ -312,7 +326,7 @@ class RedisServer:
 # -- a cluster ---------------------------------------------------------------------------
 
 
-class RedisCluster:
+class RedisCluster(_Lifecycle):
     """``nodes`` cluster-enabled servers joined with ``redis-cli --cluster create``.
 
     ``url`` is ``redis+cluster://127.0.0.1:P1``: ccr-client's own scheme, which its
@@ -493,40 +507,6 @@ class RedisCluster:
             if time.monotonic() > deadline:
                 raise HarnessError(f"Redis Cluster not ok within {limit:.0f}s: {last}")
             time.sleep(0.05)  # waiting for gossip between external processes
-
-    async def astart(self) -> Self:
-        """:meth:`start` in a thread; cancelling it stops the nodes."""
-        return await run_blocking(self.start, undo=self.stop)
-
-    async def astop(self) -> None:
-        """:meth:`stop` in a thread."""
-        await run_blocking(self.stop, undo=lambda: None)
-
-    async def arestart(self) -> Self:
-        """:meth:`restart` in a thread."""
-        return await run_blocking(self.restart, undo=self.stop)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await self.astart()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()
 
     # -- internals ---------------------------------------------------------------------
 
