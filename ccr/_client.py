@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 
 from ccr._breaker import CircuitBreaker
 from ccr._clock import SYSTEM_CLOCK, Clock
@@ -62,7 +62,7 @@ class CCRClient:
         settings: CCRSettings | None = None,
         *,
         policy: RoutingPolicy | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: httpx2.AsyncClient | None = None,
         quota_store: QuotaStore | None = None,
         registry: CollectorRegistry | None = None,
         on_quota_warning: QuotaWarningCallback | None = None,
@@ -182,7 +182,7 @@ class CCRClient:
                     headers=self._headers,
                     timeout=self.settings.health_timeout,
                 )
-            except httpx.HTTPError as exc:
+            except httpx2.HTTPError as exc:
                 raise ConfigurationError(
                     f"no routing policy given and CCR's /api/config could not be read "
                     f"({type(exc).__name__}); pass policy= or set CCR_ROUTING_FILE"
@@ -356,6 +356,11 @@ class CCRClient:
         for hook in self._hooks:
             guard(hook.on_breaker_change, target, state)
 
+    def redact(self, text: str, *, limit: int = 500) -> str:
+        """``text`` without any secret this client knows (its settings' secrets and the
+        provider keys it has seen in CCR's config), capped at ``limit`` characters."""
+        return self._redactor.clean(text, limit=limit) or ""
+
     def __repr__(self) -> str:
         return f"<CCRClient url={self.settings.url!r}>"
 
@@ -379,20 +384,20 @@ def _aiohttp_sender(settings: CCRSettings, redactor: Redactor) -> Sender:
     return AiohttpSender(settings, redactor)
 
 
-def _default_http_client(settings: CCRSettings) -> httpx.AsyncClient:
+def _default_http_client(settings: CCRSettings) -> httpx2.AsyncClient:
     verify: Any = settings.verify_tls
     if settings.ca_file is not None and settings.verify_tls:
         import ssl
 
         verify = ssl.create_default_context(cafile=str(settings.ca_file))
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(
             connect=settings.connect_timeout,
             read=settings.attempt_timeout,
             write=settings.attempt_timeout,
             pool=settings.attempt_timeout,
         ),
-        limits=httpx.Limits(
+        limits=httpx2.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
         ),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import httpx
+import httpx2
 
 from ccr._breaker import CircuitBreaker
 from ccr._clock import SYSTEM_CLOCK, Clock
@@ -69,17 +69,17 @@ def _error_type(exc: BaseException) -> str:
     """A low-cardinality class for an exception: safe for reports, logs and metric labels."""
     if isinstance(exc, _NotOkError):
         return exc.error_type
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+    if isinstance(exc, httpx2.TimeoutException | TimeoutError):
         return "timeout"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, httpx2.ConnectError):
         return "connect_error"
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+    if isinstance(exc, httpx2.RemoteProtocolError | httpx2.ReadError | httpx2.WriteError):
         return "connection_dropped"
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+    if isinstance(exc, httpx2.UnsupportedProtocol | httpx2.InvalidURL):
         return "invalid_url"
-    if isinstance(exc, httpx.ProxyError):
+    if isinstance(exc, httpx2.ProxyError):
         return "proxy_error"
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, httpx2.TransportError):
         return "transport_error"
     return "http_error"
 
@@ -88,17 +88,17 @@ def _is_retryable(exc: BaseException) -> bool:
     """Transient trouble is worth another try; a wrong URL or a 4xx is not. Never cancellation."""
     if isinstance(exc, _NotOkError):
         return exc.retryable
-    if isinstance(exc, httpx.UnsupportedProtocol):
+    if isinstance(exc, httpx2.UnsupportedProtocol):
         return False
-    return isinstance(exc, httpx.TransportError | TimeoutError)
+    return isinstance(exc, httpx2.TransportError | TimeoutError)
 
 
 # Exceptions one try may end with that mean "CCR is not healthy", as opposed to bugs.
-_NETWORK_ERRORS = (_NotOkError, httpx.HTTPError, httpx.InvalidURL, TimeoutError)
+_NETWORK_ERRORS = (_NotOkError, httpx2.HTTPError, httpx2.InvalidURL, TimeoutError)
 
 
 async def _health_once(
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     url: str,
     headers: Mapping[str, str],
     *,
@@ -125,7 +125,7 @@ async def _health_once(
 
 
 async def _probe_health(
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     url: str,
     headers: Mapping[str, str],
     *,
@@ -200,7 +200,7 @@ def _targets_from_providers(payload: Any) -> list[str]:
 
 
 async def _ccr_targets(
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     url: str,
     headers: Mapping[str, str],
     *,
@@ -225,7 +225,7 @@ async def _ccr_targets(
 
 
 async def _probe_model(
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     url: str,
     headers: Mapping[str, str],
     target: str,
@@ -257,7 +257,7 @@ async def _probe_model(
 
 
 async def run_health_check(
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     *,
     url: str,
     headers: Mapping[str, str],
@@ -336,13 +336,13 @@ async def run_health_check(
     )
 
 
-def _own_client(settings: CCRSettings) -> httpx.AsyncClient:
+def _own_client(settings: CCRSettings) -> httpx2.AsyncClient:
     verify: ssl.SSLContext | bool = settings.verify_tls
     if settings.ca_file is not None:
         verify = ssl.create_default_context(cafile=str(settings.ca_file))
-    return httpx.AsyncClient(
+    return httpx2.AsyncClient(
         verify=verify,
-        timeout=httpx.Timeout(settings.health_timeout, connect=settings.connect_timeout),
+        timeout=httpx2.Timeout(settings.health_timeout, connect=settings.connect_timeout),
     )
 
 
@@ -351,7 +351,7 @@ async def validate_ccr_connection(
     *,
     max_retries: int = 3,
     settings: CCRSettings | None = None,
-    http_client: httpx.AsyncClient | None = None,
+    http_client: httpx2.AsyncClient | None = None,
     clock: Clock | None = None,
 ) -> bool:
     """True once CCR's ``/health`` answers ok within ``max_retries`` tries; else False.

@@ -159,6 +159,10 @@ class RouteRequest(BaseModel):
     max_tokens: int = Field(default=1024, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     preferred_provider: ProviderName | None = None
+    target: Target | None = Field(
+        default=None,
+        description="Pin one CCR target ('provider,model'): the chain is that target alone.",
+    )
     context: dict[str, Any] = Field(default_factory=dict)
     attempt_timeout: float | None = Field(default=None, gt=0)
     deadline: float | None = Field(default=None, gt=0)

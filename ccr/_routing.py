@@ -61,7 +61,10 @@ def decide(request: RouteRequest, policy: RoutingPolicy) -> RouteDecision:
             reason += f"; no '{complexity.value}' chain, using '{policy.default_complexity.value}'"
 
     preferred, who = _preferred(request, policy)
-    if preferred is not None:
+    if request.target is not None:
+        chain = (request.target,)
+        reason = f"target '{request.target}' pinned by the request (complexity '{complexity.value}')"
+    elif preferred is not None:
         front = tuple(t for t in chain if split_target(t)[0] == preferred)
         if front:
             chain = front + tuple(t for t in chain if split_target(t)[0] != preferred)

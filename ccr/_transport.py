@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
+import httpx2
 
 from ccr._errors import ErrorCode
 from ccr._models import AttemptOutcome, Usage, trusted
@@ -58,20 +58,20 @@ class Sender(Protocol):
 
 
 class HttpxSender:
-    """The default sender, on the client's ``httpx.AsyncClient`` (which the client closes)."""
+    """The default sender, on the client's ``httpx2.AsyncClient`` (which the client closes)."""
 
     __slots__ = ("_abandoned", "_http", "_redactor", "_url")
 
-    def __init__(self, http: httpx.AsyncClient, url: str, redactor: Redactor) -> None:
+    def __init__(self, http: httpx2.AsyncClient, url: str, redactor: Redactor) -> None:
         self._http = http
-        self._url = httpx.URL(url)  # parsed once: httpx would parse a string on every request
+        self._url = httpx2.URL(url)  # parsed once: httpx would parse a string on every request
         self._redactor = redactor
-        self._abandoned: set[asyncio.Task[httpx.Response]] = set()
+        self._abandoned: set[asyncio.Task[httpx2.Response]] = set()
 
     async def post_messages(self, content: bytes, headers: dict[str, str], timeout: float) -> Reply:
         return await exchange(lambda: self._send(content, headers, timeout), timeout, self._redactor)
 
-    async def _send(self, content: bytes, headers: dict[str, str], timeout: float) -> httpx.Response:
+    async def _send(self, content: bytes, headers: dict[str, str], timeout: float) -> httpx2.Response:
         """One request in a task of its own, which a cancelled caller leaves to finish.
 
         httpcore 1.0.9 loses a pool slot for good when a request is cancelled after the
@@ -84,7 +84,7 @@ class HttpxSender:
         # httpx bounds the request by itself (it may outlive a cancelled caller); the
         # connect bound stays the client's, so a dead CCR still reads as unreachable.
         connect = self._http.timeout.connect
-        limits = httpx.Timeout(timeout, connect=min(connect, timeout) if connect is not None else timeout)
+        limits = httpx2.Timeout(timeout, connect=min(connect, timeout) if connect is not None else timeout)
         request = asyncio.ensure_future(
             self._http.post(self._url, content=content, headers=headers, timeout=limits)
         )
@@ -95,7 +95,7 @@ class HttpxSender:
             request.add_done_callback(self._abandoned_done)
             raise
 
-    def _abandoned_done(self, request: asyncio.Task[httpx.Response]) -> None:
+    def _abandoned_done(self, request: asyncio.Task[httpx2.Response]) -> None:
         self._abandoned.discard(request)
         if not request.cancelled():
             request.exception()  # retrieved: the caller is gone, nobody else will
@@ -113,8 +113,8 @@ class HttpxSender:
 
 
 async def post_messages(
-    http: httpx.AsyncClient,
-    url: httpx.URL | str,
+    http: httpx2.AsyncClient,
+    url: httpx2.URL | str,
     content: bytes,
     headers: dict[str, str],
     timeout: float,
@@ -125,7 +125,7 @@ async def post_messages(
 
 
 async def exchange(
-    send: Callable[[], Awaitable[httpx.Response]], timeout: float, redactor: Redactor
+    send: Callable[[], Awaitable[httpx2.Response]], timeout: float, redactor: Redactor
 ) -> Reply:
     """Run one send under our own time bound and classify what came back.
 
@@ -137,9 +137,9 @@ async def exchange(
             response = await send()
     except TimeoutError as exc:
         return _failed("timeout", started, exc, AttemptOutcome.TIMEOUT, "no answer in time")
-    except httpx.ConnectError as exc:
+    except httpx2.ConnectError as exc:
         return _failed("connect_error", started, exc, unreachable=True, message="CCR refused the connection")
-    except httpx.ConnectTimeout as exc:
+    except httpx2.ConnectTimeout as exc:
         return _failed(
             "connect_timeout",
             started,
@@ -147,11 +147,11 @@ async def exchange(
             unreachable=True,
             message="CCR did not accept a connection in time",
         )
-    except httpx.TimeoutException as exc:
+    except httpx2.TimeoutException as exc:
         return _failed("timeout", started, exc, AttemptOutcome.TIMEOUT, "no answer in time")
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+    except (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as exc:
         return _failed("connection_dropped", started, exc, message="CCR closed the connection mid-request")
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         return _failed("transport_error", started, exc, message=type(exc).__name__)
     except OSError as exc:
         return _failed("transport_error", started, exc, message=type(exc).__name__)

@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
-import httpx
+import httpx2
 from pydantic import BaseModel, ConfigDict
 
 from ccr._client import CCRClient, _default_http_client
@@ -240,13 +240,13 @@ async def run_checks(
     settings: CCRSettings,
     *,
     policy: RoutingPolicy | None = None,
-    http_client: httpx.AsyncClient | None = None,
+    http_client: httpx2.AsyncClient | None = None,
     quota_store: QuotaStore | None = None,
 ) -> VerifyReport:
     """Run every check in :data:`CHECK_NAMES` against the CCR of ``settings``.
 
     The policy is ``policy``, else ``settings.routing_file``, else derived from CCR's
-    ``/api/config``. ``http_client`` (e.g. over ``httpx.MockTransport``) and
+    ``/api/config``. ``http_client`` (e.g. over ``httpx2.MockTransport``) and
     ``quota_store`` are for tests; by default verify builds its own and closes them.
     Never raises for CCR or Redis trouble: it is reported as a failed check.
     """
@@ -271,7 +271,7 @@ class _Run:
         self,
         settings: CCRSettings,
         policy: RoutingPolicy | None,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         quota_store: QuotaStore | None,
     ) -> None:
         self.settings = settings

@@ -3,7 +3,7 @@
 ::
 
     async with FakeProvider() as fp, LiveCCR.for_fake(fp) as ccr:
-        httpx.post(ccr.url + "/v1/messages", json={"model": "up,ok-a", ...})
+        httpx2.post(ccr.url + "/v1/messages", json={"model": "up,ok-a", ...})
 
 The pinned npm version is installed once into a cache folder
 (``$CCR_CLIENT_CACHE``, else ``$XDG_CACHE_HOME/ccr-client``, else
@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-import httpx
+import httpx2
 
 from ccr.testing._node import NodeTools, find_node
 from ccr.testing._ports import (
@@ -485,7 +485,7 @@ class LiveCCR:
         started = time.monotonic()
         deadline = started + self.startup_timeout
         health = f"{self.url}/health"
-        with httpx.Client(trust_env=False, timeout=httpx.Timeout(1.0)) as http:
+        with httpx2.Client(trust_env=False, timeout=httpx2.Timeout(1.0)) as http:
             while True:
                 code = self._proc.poll()
                 if code is not None:
@@ -493,7 +493,7 @@ class LiveCCR:
                         f"CCR {self.version} exited with code {code} before answering "
                         f"{health}:\n{tail(self.log_text())}"
                     )
-                with contextlib.suppress(httpx.TransportError, ValueError):
+                with contextlib.suppress(httpx2.TransportError, ValueError):
                     reply = http.get(health)
                     # Still alive after answering: the answer came from our process,
                     # not from something else that happened to hold the port.

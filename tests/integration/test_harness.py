@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
+import httpx2
 import pytest
 import redis
 from redis.cluster import RedisCluster as RedisClusterClient
@@ -75,8 +75,8 @@ async def fake() -> AsyncIterator[FakeProvider]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10.0) as client:
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(trust_env=False, timeout=10.0) as client:
         yield client
 
 
@@ -126,7 +126,7 @@ def port_refuses(port: int) -> bool:
 
 
 async def test_ccr_starts_and_answers_health(
-    version: str, fake: FakeProvider, http: httpx.AsyncClient
+    version: str, fake: FakeProvider, http: httpx2.AsyncClient
 ) -> None:
     """LiveCCR starts the pinned version on loopback and /health says ok."""
     async with LiveCCR.for_fake(fake, version=version) as ccr:
@@ -141,7 +141,7 @@ async def test_ccr_starts_and_answers_health(
 
 
 async def test_ccr_routes_messages_to_the_fake_and_back(
-    version: str, fake: FakeProvider, http: httpx.AsyncClient
+    version: str, fake: FakeProvider, http: httpx2.AsyncClient
 ) -> None:
     """A /v1/messages request reaches the fake as OpenAI and returns Anthropic-shaped with usage."""
     async with LiveCCR.for_fake(fake, version=version) as ccr:
@@ -164,7 +164,7 @@ async def test_ccr_routes_messages_to_the_fake_and_back(
 
 
 async def test_ccr_router_picks_background_for_haiku(
-    version: str, fake: FakeProvider, http: httpx.AsyncClient
+    version: str, fake: FakeProvider, http: httpx2.AsyncClient
 ) -> None:
     """Without provider,model CCR's Router applies: a haiku model goes to background."""
     async with LiveCCR.for_fake(fake, version=version) as ccr:
@@ -174,7 +174,7 @@ async def test_ccr_router_picks_background_for_haiku(
 
 
 async def test_ccr_passes_upstream_status_on(
-    version: str, fake: FakeProvider, http: httpx.AsyncClient
+    version: str, fake: FakeProvider, http: httpx2.AsyncClient
 ) -> None:
     """An upstream 503 comes back from CCR as 503 in CCR's error shape."""
     fake.set_behavior("ok-a", Behavior.status(503))
@@ -203,7 +203,7 @@ async def test_ccr_home_is_private(version: str, fake: FakeProvider) -> None:
         assert written["LOG"] is False
         assert "APIKEY" not in written
         # CCR read that file: its config endpoint reports our port.
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with httpx2.AsyncClient(trust_env=False) as http:
             served = (await http.get(ccr.url + "/api/config")).json()
         assert served["PORT"] == ccr.port
         # and wrote its own state next to it, not in the real home.
@@ -246,7 +246,7 @@ async def test_ccr_stops_when_the_body_raises(fake: FakeProvider) -> None:
     assert not pid_alive(seen[0])
 
 
-async def test_ccr_restart_and_kill_keep_the_port(fake: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_ccr_restart_and_kill_keep_the_port(fake: FakeProvider, http: httpx2.AsyncClient) -> None:
     """restart() and kill()+restart() bring CCR back on the same port with a new pid."""
     require(find_node)
     async with LiveCCR.for_fake(fake) as ccr:
@@ -262,7 +262,7 @@ async def test_ccr_restart_and_kill_keep_the_port(fake: FakeProvider, http: http
         assert not ccr.running
         assert second is not None
         assert not pid_alive(second)
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(httpx2.ConnectError):
             await http.get(ccr.url + "/health")
 
         await ccr.restart()
@@ -271,7 +271,7 @@ async def test_ccr_restart_and_kill_keep_the_port(fake: FakeProvider, http: http
         assert reply.status_code == 200
 
 
-async def test_ccr_with_api_key_requires_it(fake: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_ccr_with_api_key_requires_it(fake: FakeProvider, http: httpx2.AsyncClient) -> None:
     """With api_key CCR stays on 127.0.0.1 and answers 401 without the key."""
     require(find_node)
     async with LiveCCR.for_fake(fake, api_key="ccr-secret-key") as ccr:
@@ -315,7 +315,7 @@ def test_ccr_sync_context_manager(fake_sync_url: str) -> None:
     provider = {"name": "up", "api_base_url": fake_sync_url, "api_key": "k", "models": ["m"]}
     with LiveCCR(providers=[provider]) as ccr:
         assert ccr.router["default"] == "up,m"
-        assert httpx.get(ccr.url + "/health", trust_env=False).status_code == 200
+        assert httpx2.get(ccr.url + "/health", trust_env=False).status_code == 200
         pid = ccr.pid
     assert pid is not None
     assert not pid_alive(pid)
@@ -476,9 +476,9 @@ async def test_fake_and_ccr_exit_cleanly_together(version: str) -> None:
     """FakeProvider and LiveCCR nest; a hanging upstream does not block either exit."""
     async with FakeProvider() as fake, LiveCCR.for_fake(fake, version=version) as ccr:
         fake.set_behavior("ok-a", Behavior.hang())
-        async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+        async with httpx2.AsyncClient(trust_env=False, timeout=30) as http:
             pending = asyncio.create_task(http.post(ccr.messages_url, json=message("up,ok-a")))
             await fake.wait_for_calls("ok-a", 1, timeout=10)
             await ccr.stop()
-            with pytest.raises(httpx.HTTPError):
+            with pytest.raises(httpx2.HTTPError):
                 await pending

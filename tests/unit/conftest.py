@@ -1,4 +1,4 @@
-"""Shared unit-test helpers: a scriptable fake CCR behind httpx.MockTransport."""
+"""Shared unit-test helpers: a scriptable fake CCR behind httpx2.MockTransport."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from ccr import CCRClient, CCRSettings, FakeClock, RoutingPolicy
@@ -31,7 +31,7 @@ class FakeCCR:
     def __init__(self) -> None:
         self.behaviour: dict[str, Behaviour] = {}
         self.calls: Counter[str] = Counter()
-        self.requests: list[httpx.Request] = []
+        self.requests: list[httpx2.Request] = []
         self.usage = {"input_tokens": 11, "output_tokens": 5}
         self.config: dict[str, Any] | None = None
         self.released = asyncio.Event()
@@ -39,11 +39,11 @@ class FakeCCR:
     def set(self, target: str, behaviour: Behaviour) -> None:
         self.behaviour[target] = behaviour
 
-    async def handler(self, request: httpx.Request) -> httpx.Response:
+    async def handler(self, request: httpx2.Request) -> httpx2.Response:
         if request.url.path == "/api/config":
-            return httpx.Response(200, json=self.config) if self.config else httpx.Response(404)
+            return httpx2.Response(200, json=self.config) if self.config else httpx2.Response(404)
         if request.url.path == "/health":
-            return httpx.Response(200, json={"status": "ok"})
+            return httpx2.Response(200, json={"status": "ok"})
         body = json.loads(request.content)
         target = body["model"]
         self.calls[target] += 1
@@ -54,11 +54,11 @@ class FakeCCR:
         if behaviour == "hang":
             await self.released.wait()
         if behaviour == "drop":
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+            raise httpx2.RemoteProtocolError("Server disconnected without sending a response.")
         if behaviour == "refuse":
-            raise httpx.ConnectError("All connection attempts failed")
+            raise httpx2.ConnectError("All connection attempts failed")
         if isinstance(behaviour, int):
-            return httpx.Response(
+            return httpx2.Response(
                 behaviour,
                 json={
                     "error": {
@@ -78,7 +78,7 @@ class FakeCCR:
         }
         if usage is not None:
             reply["usage"] = usage
-        return httpx.Response(200, json=reply)
+        return httpx2.Response(200, json=reply)
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def make_client(fake_ccr: FakeCCR, clock: FakeClock) -> Callable[..., CCRClient]
 
     def make(policy: RoutingPolicy | None = POLICY, hooks: Any = (), **settings: Any) -> CCRClient:
         settings.setdefault("url", "http://ccr.test")
-        http = httpx.AsyncClient(transport=httpx.MockTransport(fake_ccr.handler))
+        http = httpx2.AsyncClient(transport=httpx2.MockTransport(fake_ccr.handler))
         client = CCRClient(CCRSettings(**settings), policy=policy, http_client=http, hooks=hooks, clock=clock)
         clients.append(client)
         return client

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+import httpx2
 
 from ccr.cli import main
 from ccr.testing import free_port
@@ -34,9 +34,9 @@ def _scrape(proc, port):
         deadline = time.monotonic() + 10
         while True:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                response = httpx2.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
                 break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 assert time.monotonic() < deadline
         assert response.status_code == 200
         assert "text/plain" in response.headers["content-type"]

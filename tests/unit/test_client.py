@@ -1,4 +1,4 @@
-"""The request path over httpx.MockTransport: fallback semantics, quotas, breaker, hooks."""
+"""The request path over httpx2.MockTransport: fallback semantics, quotas, breaker, hooks."""
 
 from __future__ import annotations
 
@@ -303,18 +303,18 @@ async def test_broken_hook_never_breaks_a_route(make_client, fake_ccr):
 
 async def test_policy_is_derived_from_ccr_config_without_keeping_keys(fake_ccr):
     """With no policy, the client reads CCR's /api/config once and never keeps provider keys."""
-    import httpx
+    import httpx2
 
     fake_ccr.config = {
         "Providers": [{"name": "up", "api_key": "sk-planted-provider-key-77", "models": ["a", "b"]}],
         "Router": {"default": "up,a", "background": "up,b"},
     }
-    http = httpx.AsyncClient(transport=httpx.MockTransport(fake_ccr.handler))
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(fake_ccr.handler))
     async with CCRClient(CCRSettings(url="http://ccr.test"), http_client=http, hooks=[]) as client:
         assert client.policy.chains["standard"] == ("up,a", "up,b")
         fake_ccr.set(
             "up,a",
-            lambda r: httpx.Response(503, json={"error": {"message": "key sk-planted-provider-key-77 bad"}}),
+            lambda r: httpx2.Response(503, json={"error": {"message": "key sk-planted-provider-key-77 bad"}}),
         )
         result = await client.route_request(REQ)
     assert "sk-planted-provider-key-77" not in result.model_dump_json()
@@ -323,10 +323,10 @@ async def test_policy_is_derived_from_ccr_config_without_keeping_keys(fake_ccr):
 
 async def test_memory_store_can_be_injected(fake_ccr):
     """quota_store= takes any QuotaStore."""
-    import httpx
+    import httpx2
 
     store = MemoryQuotaStore()
-    http = httpx.AsyncClient(transport=httpx.MockTransport(fake_ccr.handler))
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(fake_ccr.handler))
     from tests.unit.conftest import POLICY
 
     async with CCRClient(

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import pytest
 
 from ccr.testing import Behavior, FakeProvider, RecordedRequest, count_words
@@ -21,8 +21,8 @@ async def fp() -> AsyncIterator[FakeProvider]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False, timeout=5.0) as client:
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(trust_env=False, timeout=5.0) as client:
         yield client
 
 
@@ -59,7 +59,7 @@ async def test_binds_loopback_on_a_free_port(fp: FakeProvider) -> None:
     assert fp.messages_url == fp.url + "/v1/messages"
 
 
-async def test_chat_completion_has_openai_shape(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_chat_completion_has_openai_shape(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """POST /v1/chat/completions answers an OpenAI chat.completion."""
     reply = await http.post(fp.chat_url, json=chat_body(max_tokens=100))
     assert reply.status_code == 200
@@ -78,7 +78,7 @@ async def test_chat_completion_has_openai_shape(fp: FakeProvider, http: httpx.As
     assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
 
 
-async def test_messages_has_anthropic_shape(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_messages_has_anthropic_shape(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """POST /v1/messages answers an Anthropic message with the model part of provider,model."""
     reply = await http.post(fp.messages_url, json=messages_body(system="be brief"))
     assert reply.status_code == 200
@@ -96,7 +96,7 @@ async def test_messages_has_anthropic_shape(fp: FakeProvider, http: httpx.AsyncC
 
 
 async def test_usage_formula_counts_text_parts_and_small_max_tokens(
-    fp: FakeProvider, http: httpx.AsyncClient
+    fp: FakeProvider, http: httpx2.AsyncClient
 ) -> None:
     """Input counts words in every text part plus 3; output is min(max_tokens, 5)."""
     body = {
@@ -113,13 +113,13 @@ async def test_usage_formula_counts_text_parts_and_small_max_tokens(
     assert count_words(body["messages"]) == 5
 
 
-async def test_default_output_is_five_without_max_tokens(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_default_output_is_five_without_max_tokens(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """Without max_tokens the output is min(16, 5) = 5."""
     usage = (await http.post(fp.chat_url, json=chat_body())).json()["usage"]
     assert usage["completion_tokens"] == 5
 
 
-async def test_set_usage_overrides_the_formula(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_set_usage_overrides_the_formula(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """set_usage reports exactly the given numbers for that model only."""
     fp.set_usage("up,big", 1000, 250)
     big = (await http.post(fp.messages_url, json=messages_body("up,big"))).json()
@@ -129,14 +129,14 @@ async def test_set_usage_overrides_the_formula(fp: FakeProvider, http: httpx.Asy
     assert small["usage"]["input_tokens"] == 5
 
 
-async def test_reply_text_override(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_reply_text_override(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """Behavior.reply(text) sets the reply text."""
     fp.set_behavior("ok-a", Behavior.reply("custom"))
     body = (await http.post(fp.chat_url, json=chat_body())).json()
     assert body["choices"][0]["message"]["content"] == "custom"
 
 
-async def test_status_on_chat_path(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_status_on_chat_path(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """Behavior.status answers that status with an error JSON body."""
     fp.set_behavior("ok-a", Behavior.status(503))
     reply = await http.post(fp.chat_url, json=chat_body())
@@ -146,7 +146,7 @@ async def test_status_on_chat_path(fp: FakeProvider, http: httpx.AsyncClient) ->
 
 @pytest.mark.parametrize("code", [400, 429, 500, 503])
 async def test_status_on_messages_path_uses_ccr_error_shape(
-    fp: FakeProvider, http: httpx.AsyncClient, code: int
+    fp: FakeProvider, http: httpx2.AsyncClient, code: int
 ) -> None:
     """Errors on /v1/messages look like CCR passing an upstream error on."""
     fp.set_behavior("up,ok-a", Behavior.status(code))
@@ -158,7 +158,7 @@ async def test_status_on_messages_path_uses_ccr_error_shape(
 
 
 async def test_messages_behaviour_is_keyed_by_full_model_string(
-    fp: FakeProvider, http: httpx.AsyncClient
+    fp: FakeProvider, http: httpx2.AsyncClient
 ) -> None:
     """On /v1/messages the behaviour of "up,ok-a" applies, not the one of "ok-a"."""
     fp.set_behavior("ok-a", Behavior.status(500))
@@ -167,7 +167,7 @@ async def test_messages_behaviour_is_keyed_by_full_model_string(
     assert (await http.post(fp.messages_url, json=messages_body())).status_code == 429
 
 
-async def test_delay_waits_then_replies(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_delay_waits_then_replies(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """Behavior.delay answers normally after the delay."""
     fp.set_behavior("slow", Behavior.delay(0.2))
     started = time.monotonic()
@@ -176,17 +176,17 @@ async def test_delay_waits_then_replies(fp: FakeProvider, http: httpx.AsyncClien
     assert time.monotonic() - started >= 0.2
 
 
-async def test_drop_closes_without_answer(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_drop_closes_without_answer(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """Behavior.drop closes the connection: the client sees a protocol error."""
     fp.set_behavior("gone", Behavior.drop())
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx2.RemoteProtocolError):
         await http.post(fp.chat_url, json=chat_body("gone"))
     assert fp.calls["gone"] == 1
 
 
 async def test_hang_never_answers_and_does_not_block_stop() -> None:
     """Behavior.hang holds the request until the server stops, which is prompt."""
-    async with httpx.AsyncClient(trust_env=False, timeout=10.0) as http:
+    async with httpx2.AsyncClient(trust_env=False, timeout=10.0) as http:
         fp = await FakeProvider().start()
         fp.set_behavior("stuck", Behavior.hang())
         request = asyncio.create_task(http.post(fp.chat_url, json=chat_body("stuck")))
@@ -195,18 +195,18 @@ async def test_hang_never_answers_and_does_not_block_stop() -> None:
         started = time.monotonic()
         await fp.stop()
         assert time.monotonic() - started < 2
-        with pytest.raises(httpx.RemoteProtocolError):
+        with pytest.raises(httpx2.RemoteProtocolError):
             await request
 
 
-async def test_fail_first_then_reply(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_fail_first_then_reply(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """Behavior.fail_first(n, code) fails n times with code, then replies."""
     fp.set_behavior("flaky", Behavior.fail_first(2, code=429))
     codes = [(await http.post(fp.chat_url, json=chat_body("flaky"))).status_code for _ in range(4)]
     assert codes == [429, 429, 200, 200]
 
 
-async def test_set_behavior_restarts_fail_first_count(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_set_behavior_restarts_fail_first_count(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """Setting fail_first again starts its failure count afresh."""
     fp.set_behavior("flaky", Behavior.fail_first(1))
     assert (await http.post(fp.chat_url, json=chat_body("flaky"))).status_code == 503
@@ -214,7 +214,7 @@ async def test_set_behavior_restarts_fail_first_count(fp: FakeProvider, http: ht
     assert (await http.post(fp.chat_url, json=chat_body("flaky"))).status_code == 503
 
 
-async def test_raw_body_is_sent_verbatim(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_raw_body_is_sent_verbatim(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """Behavior.raw answers exactly the given status and bytes."""
     fp.set_behavior("evil", Behavior.raw(200, b"not json at all", content_type="text/plain"))
     reply = await http.post(fp.chat_url, json=chat_body("evil"))
@@ -223,7 +223,7 @@ async def test_raw_body_is_sent_verbatim(fp: FakeProvider, http: httpx.AsyncClie
     assert reply.headers["content-type"] == "text/plain"
 
 
-async def test_default_behavior_applies_to_unknown_models(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_default_behavior_applies_to_unknown_models(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """set_default_behavior covers every model without its own behaviour."""
     fp.set_default_behavior(Behavior.status(500))
     fp.set_behavior("good", Behavior.reply())
@@ -231,13 +231,13 @@ async def test_default_behavior_applies_to_unknown_models(fp: FakeProvider, http
     assert (await http.post(fp.chat_url, json=chat_body("good"))).status_code == 200
 
 
-async def test_default_behavior_from_constructor(http: httpx.AsyncClient) -> None:
+async def test_default_behavior_from_constructor(http: httpx2.AsyncClient) -> None:
     """FakeProvider(default=...) sets the default behaviour."""
     async with FakeProvider(default=Behavior.status(503)) as fp:
         assert (await http.post(fp.chat_url, json=chat_body())).status_code == 503
 
 
-async def test_records_calls_and_requests(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_records_calls_and_requests(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """calls counts per model name used; requests keep path, lowercased headers, body."""
     await http.post(fp.chat_url, json=chat_body("ok-a"), headers={"X-Trace": "abc"})
     await http.post(fp.messages_url, json=messages_body("up,ok-a"))
@@ -253,7 +253,7 @@ async def test_records_calls_and_requests(fp: FakeProvider, http: httpx.AsyncCli
     assert len(fp.requests_for("ok-a")) == 2
 
 
-async def test_reset_forgets_calls_and_behaviours(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_reset_forgets_calls_and_behaviours(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """reset() clears counters, recorded requests, behaviours and usage overrides."""
     fp.set_behavior("ok-a", Behavior.status(500))
     fp.set_usage("ok-a", 9, 9)
@@ -266,14 +266,14 @@ async def test_reset_forgets_calls_and_behaviours(fp: FakeProvider, http: httpx.
     assert reply.json()["usage"]["prompt_tokens"] == 5
 
 
-async def test_reset_can_keep_behaviours(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_reset_can_keep_behaviours(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """reset(behaviors=False) keeps the configured behaviours."""
     fp.set_behavior("ok-a", Behavior.status(500))
     fp.reset(behaviors=False)
     assert (await http.post(fp.chat_url, json=chat_body())).status_code == 500
 
 
-async def test_wait_for_calls_wakes_on_the_nth_call(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_wait_for_calls_wakes_on_the_nth_call(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """wait_for_calls returns once the model has n requests."""
     waiter = asyncio.create_task(fp.wait_for_calls("ok-a", 2, timeout=5))
     await http.post(fp.chat_url, json=chat_body())
@@ -284,7 +284,7 @@ async def test_wait_for_calls_wakes_on_the_nth_call(fp: FakeProvider, http: http
     await fp.wait_for_calls(None, 2, timeout=0.1)
 
 
-async def test_wait_for_calls_works_across_threads(http: httpx.AsyncClient) -> None:
+async def test_wait_for_calls_works_across_threads(http: httpx2.AsyncClient) -> None:
     """A fake served on another thread's loop wakes a waiter on this loop."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -310,20 +310,20 @@ async def test_wait_for_calls_times_out_with_counts(fp: FakeProvider) -> None:
         await fp.wait_for_calls("never", 1, timeout=0.05)
 
 
-async def test_health(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_health(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """GET /health answers like CCR's."""
     body = (await http.get(fp.url + "/health")).json()
     assert body["status"] == "ok"
     assert "timestamp" in body
 
 
-async def test_unknown_path_is_404(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_unknown_path_is_404(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """Unknown paths answer 404 and are not counted."""
     assert (await http.post(fp.url + "/v2/other", json=chat_body())).status_code == 404
     assert fp.total_calls == 0
 
 
-async def test_wrong_method_is_405(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_wrong_method_is_405(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """GET on a model path answers 405."""
     assert (await http.get(fp.chat_url)).status_code == 405
 
@@ -333,7 +333,7 @@ async def test_wrong_method_is_405(fp: FakeProvider, http: httpx.AsyncClient) ->
     [b"{not json", b'{"messages": []}', b'{"model": 5}', b"[1, 2]"],
     ids=["bad-json", "no-model", "model-not-string", "not-object"],
 )
-async def test_malformed_bodies_are_400(fp: FakeProvider, http: httpx.AsyncClient, content: bytes) -> None:
+async def test_malformed_bodies_are_400(fp: FakeProvider, http: httpx2.AsyncClient, content: bytes) -> None:
     """Bodies without a JSON object naming a model answer 400 and are not counted."""
     reply = await http.post(fp.chat_url, content=content)
     assert reply.status_code == 400
@@ -386,7 +386,7 @@ async def test_chunked_request_body(fp: FakeProvider) -> None:
     assert answer.startswith(b"HTTP/1.1 200 OK")
 
 
-async def test_stream_true_answers_server_sent_events(fp: FakeProvider, http: httpx.AsyncClient) -> None:
+async def test_stream_true_answers_server_sent_events(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
     """A chat request with stream: true gets an OpenAI SSE stream ending in [DONE]."""
     reply = await http.post(fp.chat_url, json=chat_body(stream=True))
     assert reply.headers["content-type"] == "text/event-stream"
@@ -399,15 +399,15 @@ async def test_stream_true_answers_server_sent_events(fp: FakeProvider, http: ht
 
 async def test_serves_64_concurrent_requests(fp: FakeProvider) -> None:
     """64 concurrent connections are all answered."""
-    limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(trust_env=False, timeout=10, limits=limits) as http:
+    limits = httpx2.Limits(max_connections=64)
+    async with httpx2.AsyncClient(trust_env=False, timeout=10, limits=limits) as http:
         fp.set_behavior("ok-a", Behavior.delay(0.05))
         replies = await asyncio.gather(*(http.post(fp.chat_url, json=chat_body()) for _ in range(64)))
     assert [r.status_code for r in replies] == [200] * 64
     assert fp.calls["ok-a"] == 64
 
 
-async def test_exit_closes_connections_and_leaves_no_task(http: httpx.AsyncClient) -> None:
+async def test_exit_closes_connections_and_leaves_no_task(http: httpx2.AsyncClient) -> None:
     """After the context exits, kept-alive connections are closed and no task remains."""
     before = asyncio.all_tasks()
     async with FakeProvider() as fp:
@@ -418,14 +418,14 @@ async def test_exit_closes_connections_and_leaves_no_task(http: httpx.AsyncClien
         await asyncio.open_connection("127.0.0.1", port)
 
 
-async def test_restart_keeps_the_port(http: httpx.AsyncClient) -> None:
+async def test_restart_keeps_the_port(http: httpx2.AsyncClient) -> None:
     """start() after stop() serves again on the same port; counts survive."""
     fp = await FakeProvider().start()
     try:
         port = fp.port
         await http.post(fp.chat_url, json=chat_body())
         await fp.stop()
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(httpx2.ConnectError):
             await http.post(fp.chat_url, json=chat_body())
         await fp.start()
         assert fp.port == port

@@ -1,4 +1,4 @@
-"""Health checks, startup validation and the monitor, over httpx.MockTransport and FakeClock."""
+"""Health checks, startup validation and the monitor, over httpx2.MockTransport and FakeClock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 
-import httpx
+import httpx2
 import pytest
 
 from ccr._breaker import CircuitBreaker
@@ -21,7 +21,7 @@ URL = "http://ccr.test:3456"
 TARGETS = ["up,ok-a", "up,ok-b"]
 SECRET = "sk-planted-SECRET-123"
 
-Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
+Handler = Callable[[httpx2.Request], httpx2.Response | Awaitable[httpx2.Response]]
 
 OK = {"status": "ok", "timestamp": "2026-11-24T12:00:00Z"}
 REPLY = {"id": "msg_1", "type": "message", "content": [], "usage": {}}
@@ -37,31 +37,31 @@ def settings() -> CCRSettings:
     return CCRSettings(url=URL, health_retries=3, health_timeout=5.0, health_degraded_latency=2.0)
 
 
-def client(handler: Handler) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+def client(handler: Handler) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
 
 
 def ccr(
     *,
-    health: Callable[[], httpx.Response] | None = None,
-    providers: httpx.Response | None = None,
-    models: dict[str, Callable[[], httpx.Response]] | None = None,
+    health: Callable[[], httpx2.Response] | None = None,
+    providers: httpx2.Response | None = None,
+    models: dict[str, Callable[[], httpx2.Response]] | None = None,
     calls: list[str] | None = None,
-) -> Callable[[httpx.Request], httpx.Response]:
+) -> Callable[[httpx2.Request], httpx2.Response]:
     """A fake CCR: /health ok, /providers 404, every model 200, unless told otherwise."""
 
-    def handle(request: httpx.Request) -> httpx.Response:
+    def handle(request: httpx2.Request) -> httpx2.Response:
         if calls is not None:
             calls.append(request.url.path)
         if request.url.path == "/health":
-            return health() if health else httpx.Response(200, json=OK)
+            return health() if health else httpx2.Response(200, json=OK)
         if request.url.path == "/providers":
-            return providers or httpx.Response(404)
+            return providers or httpx2.Response(404)
         if request.url.path == "/v1/messages":
             target = json.loads(request.content)["model"]
             answer = (models or {}).get(target)
-            return answer() if answer else httpx.Response(200, json=REPLY)
-        return httpx.Response(404)
+            return answer() if answer else httpx2.Response(200, json=REPLY)
+        return httpx2.Response(404)
 
     return handle
 
@@ -86,22 +86,22 @@ async def check(
         )
 
 
-def flaky(failures: list[Exception | httpx.Response]) -> Callable[[], httpx.Response]:
+def flaky(failures: list[Exception | httpx2.Response]) -> Callable[[], httpx2.Response]:
     """/health that fails as listed (raise or answer), then answers ok."""
 
-    def health() -> httpx.Response:
+    def health() -> httpx2.Response:
         if failures:
             failure = failures.pop(0)
             if isinstance(failure, Exception):
                 raise failure
             return failure
-        return httpx.Response(200, json=OK)
+        return httpx2.Response(200, json=OK)
 
     return health
 
 
-def connect_error() -> httpx.ConnectError:
-    return httpx.ConnectError("connection refused")
+def connect_error() -> httpx2.ConnectError:
+    return httpx2.ConnectError("connection refused")
 
 
 # --- run_health_check: /health ------------------------------------------------------
@@ -137,14 +137,14 @@ async def test_backoff_grows_between_tries(settings: CCRSettings, clock: FakeClo
 
 async def test_5xx_is_retried(settings: CCRSettings, clock: FakeClock) -> None:
     """A 503 from /health (CCR starting) is worth another try."""
-    report = await check(ccr(health=flaky([httpx.Response(503)])), settings, clock)
+    report = await check(ccr(health=flaky([httpx2.Response(503)])), settings, clock)
     assert report.status is HealthStatus.HEALTHY
     assert report.attempts == 2
 
 
 async def test_timeout_is_retried(settings: CCRSettings, clock: FakeClock) -> None:
     """An httpx timeout is retried like a refused connection."""
-    report = await check(ccr(health=flaky([httpx.ReadTimeout("slow")])), settings, clock)
+    report = await check(ccr(health=flaky([httpx2.ReadTimeout("slow")])), settings, clock)
     assert report.attempts == 2
     assert report.status is HealthStatus.HEALTHY
 
@@ -152,7 +152,7 @@ async def test_timeout_is_retried(settings: CCRSettings, clock: FakeClock) -> No
 @pytest.mark.parametrize("code", [401, 404])
 async def test_4xx_is_not_retried(settings: CCRSettings, clock: FakeClock, code: int) -> None:
     """A 4xx will not change on retry: one attempt, unhealthy, the status as error."""
-    report = await check(ccr(health=lambda: httpx.Response(code)), settings, clock)
+    report = await check(ccr(health=lambda: httpx2.Response(code)), settings, clock)
     assert report.status is HealthStatus.UNHEALTHY
     assert report.attempts == 1
     assert report.error == f"http_{code}"
@@ -161,7 +161,7 @@ async def test_4xx_is_not_retried(settings: CCRSettings, clock: FakeClock, code:
 
 async def test_not_ok_body_is_unhealthy(settings: CCRSettings, clock: FakeClock) -> None:
     """A 200 that is not {"status": "ok"} is something else on that port."""
-    report = await check(ccr(health=lambda: httpx.Response(200, text="<html>")), settings, clock)
+    report = await check(ccr(health=lambda: httpx2.Response(200, text="<html>")), settings, clock)
     assert report.status is HealthStatus.UNHEALTHY
     assert report.error == "invalid_response"
 
@@ -181,7 +181,7 @@ async def test_unhealthy_after_retries(settings: CCRSettings, clock: FakeClock) 
 
 async def test_unhealthy_after_5xx_retries(settings: CCRSettings, clock: FakeClock) -> None:
     """Persistent 5xx ends as http_<code> after the configured tries."""
-    report = await check(ccr(health=lambda: httpx.Response(503)), settings, clock)
+    report = await check(ccr(health=lambda: httpx2.Response(503)), settings, clock)
     assert report.error == "http_503 after 3 attempts"
     assert report.status is HealthStatus.UNHEALTHY
 
@@ -190,7 +190,7 @@ async def test_each_try_is_bounded_by_health_timeout(clock: FakeClock) -> None:
     """A /health that never answers is cut at health_timeout and reported as timeout."""
     settings = CCRSettings(url=URL, health_retries=1, health_timeout=0.01)
 
-    async def hang(request: httpx.Request) -> httpx.Response:
+    async def hang(request: httpx2.Request) -> httpx2.Response:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -202,9 +202,9 @@ async def test_each_try_is_bounded_by_health_timeout(clock: FakeClock) -> None:
 async def test_degraded_on_slow_health(settings: CCRSettings, clock: FakeClock) -> None:
     """A /health slower than health_degraded_latency makes the report degraded."""
 
-    def slow() -> httpx.Response:
+    def slow() -> httpx2.Response:
         clock.advance(2.5)
-        return httpx.Response(200, json=OK)
+        return httpx2.Response(200, json=OK)
 
     report = await check(ccr(health=slow), settings, clock)
     assert report.status is HealthStatus.DEGRADED
@@ -216,7 +216,7 @@ async def test_cancellation_is_not_retried(settings: CCRSettings, clock: FakeClo
     started = asyncio.Event()
     calls: list[str] = []
 
-    async def hang(request: httpx.Request) -> httpx.Response:
+    async def hang(request: httpx2.Request) -> httpx2.Response:
         calls.append(request.url.path)
         started.set()
         await asyncio.Event().wait()
@@ -237,9 +237,9 @@ async def test_cancellation_is_not_retried(settings: CCRSettings, clock: FakeClo
 async def test_model_statuses(settings: CCRSettings, clock: FakeClock) -> None:
     """200 is available; 429 degraded; 500 and a timeout unavailable."""
     models = {
-        "up,busy": lambda: httpx.Response(429),
-        "up,broken": lambda: httpx.Response(500),
-        "up,hung": flaky([httpx.ReadTimeout("slow")]),
+        "up,busy": lambda: httpx2.Response(429),
+        "up,broken": lambda: httpx2.Response(500),
+        "up,hung": flaky([httpx2.ReadTimeout("slow")]),
     }
     targets = ["up,ok-a", "up,busy", "up,broken", "up,hung"]
     report = await check(ccr(models=models), settings, clock, targets=targets, models=True)
@@ -255,9 +255,9 @@ async def test_model_statuses(settings: CCRSettings, clock: FakeClock) -> None:
 async def test_slow_model_is_degraded(settings: CCRSettings, clock: FakeClock) -> None:
     """A 2xx slower than health_degraded_latency is degraded, not available."""
 
-    def slow() -> httpx.Response:
+    def slow() -> httpx2.Response:
         clock.advance(3.0)
-        return httpx.Response(200, json=REPLY)
+        return httpx2.Response(200, json=REPLY)
 
     report = await check(ccr(models={"up,ok-a": slow}), settings, clock, targets=["up,ok-a"], models=True)
     assert report.model_status == {"up,ok-a": ModelStatus.DEGRADED}
@@ -266,9 +266,9 @@ async def test_slow_model_is_degraded(settings: CCRSettings, clock: FakeClock) -
 
 async def test_probe_is_a_tiny_request_with_the_headers(settings: CCRSettings, clock: FakeClock) -> None:
     """Each probe posts max_tokens=1 to /v1/messages with the target and the given headers."""
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def handle(request: httpx.Request) -> httpx.Response:
+    def handle(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
         return ccr()(request)
 
@@ -285,7 +285,7 @@ async def test_probe_is_a_tiny_request_with_the_headers(settings: CCRSettings, c
 
 async def test_every_model_unavailable_is_unhealthy(settings: CCRSettings, clock: FakeClock) -> None:
     """CCR up but no model answering is unhealthy."""
-    models = {t: (lambda: httpx.Response(500)) for t in TARGETS}
+    models = {t: (lambda: httpx2.Response(500)) for t in TARGETS}
     report = await check(ccr(models=models), settings, clock, models=True)
     assert report.status is HealthStatus.UNHEALTHY
     assert report.error == "all_models_unavailable"
@@ -302,8 +302,8 @@ async def test_models_not_probed_unless_asked(settings: CCRSettings, clock: Fake
 # --- run_health_check: /providers -----------------------------------------------------
 
 
-def providers_answer() -> httpx.Response:
-    return httpx.Response(
+def providers_answer() -> httpx2.Response:
+    return httpx2.Response(
         200,
         json=[
             {
@@ -346,14 +346,14 @@ async def test_provider_api_key_never_leaks(
 @pytest.mark.parametrize(
     "answer",
     [
-        httpx.Response(401, json={"error": "APIKEY is missing"}),
-        httpx.Response(404),
-        httpx.Response(200, text="not json"),
-        httpx.Response(200, json={"unexpected": True}),
+        httpx2.Response(401, json={"error": "APIKEY is missing"}),
+        httpx2.Response(404),
+        httpx2.Response(200, text="not json"),
+        httpx2.Response(200, json={"unexpected": True}),
     ],
 )
 async def test_providers_failure_is_ignored(
-    settings: CCRSettings, clock: FakeClock, answer: httpx.Response
+    settings: CCRSettings, clock: FakeClock, answer: httpx2.Response
 ) -> None:
     """A closed, absent or odd /providers leaves the policy targets and a healthy report."""
     report = await check(ccr(providers=answer), settings, clock)
@@ -363,7 +363,7 @@ async def test_providers_failure_is_ignored(
 
 async def test_providers_wrapped_in_an_object(settings: CCRSettings, clock: FakeClock) -> None:
     """A {"providers": [...]} body is read like a bare list."""
-    answer = httpx.Response(200, json={"providers": [{"name": "x", "models": ["y"]}]})
+    answer = httpx2.Response(200, json={"providers": [{"name": "x", "models": ["y"]}]})
     report = await check(ccr(providers=answer), settings, clock, targets=[])
     assert report.available_models == ["x,y"]
 
@@ -399,7 +399,7 @@ async def test_validate_schedule_covers_a_one_second_start(settings: CCRSettings
     start = clock.monotonic()
     tried_at: list[float] = []
 
-    def health() -> httpx.Response:
+    def health() -> httpx2.Response:
         tried_at.append(clock.monotonic() - start)
         raise connect_error()
 
@@ -412,7 +412,7 @@ async def test_validate_schedule_covers_a_one_second_start(settings: CCRSettings
 async def test_validate_false_after_max_retries(settings: CCRSettings, clock: FakeClock) -> None:
     """A CCR that keeps failing is False after exactly max_retries tries, not an exception."""
     calls: list[str] = []
-    async with client(ccr(health=lambda: httpx.Response(503), calls=calls)) as http:
+    async with client(ccr(health=lambda: httpx2.Response(503), calls=calls)) as http:
         ok = await validate_ccr_connection(settings=settings, http_client=http, clock=clock, max_retries=5)
     assert ok is False
     assert calls == ["/health"] * 5
@@ -434,11 +434,11 @@ async def test_validate_false_on_malformed_url(clock: FakeClock) -> None:
 
 async def test_validate_defaults_to_settings_url(clock: FakeClock) -> None:
     """Without url it asks settings.url, and sends no api key."""
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def handle(request: httpx.Request) -> httpx.Response:
+    def handle(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
-        return httpx.Response(200, json=OK)
+        return httpx2.Response(200, json=OK)
 
     settings = CCRSettings(url="http://other.test:9999", api_key="secret-key")
     async with client(handle) as http:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 
 import fakeredis
-import httpx
+import httpx2
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -94,7 +94,7 @@ NOT_STRINGS = [None, 5, 1.5, True, ["acme"], {"id": "acme"}]
 
 def respond(status: int, content: bytes, content_type: str = "application/json") -> Callable:
     """A FakeCCR behaviour that answers with exactly these bytes."""
-    return lambda request: httpx.Response(status, content=content, headers={"content-type": content_type})
+    return lambda request: httpx2.Response(status, content=content, headers={"content-type": content_type})
 
 
 def message(**fields: object) -> bytes:
@@ -112,11 +112,11 @@ def message(**fields: object) -> bytes:
     return json.dumps({k: v for k, v in body.items() if v is not None}).encode()
 
 
-def serve(fake_ccr, path: str, answer: Callable[[httpx.Request], httpx.Response]) -> None:
+def serve(fake_ccr, path: str, answer: Callable[[httpx2.Request], httpx2.Response]) -> None:
     """Answer ``path`` with ``answer``; everything else goes to the FakeCCR (before make_client)."""
     inner = fake_ccr.handler
 
-    async def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.path == path:
             return answer(request)
         return await inner(request)
@@ -163,7 +163,7 @@ async def test_quota_operations_reject_hostile_workspace_ids_without_writing(mak
         CCRSettings(url="http://ccr.test"),
         policy=RoutingPolicy(chains={"standard": ["up,mid"]}),
         quota_store=RedisQuotaStore(redis),
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))),
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(lambda r: httpx2.Response(500))),
         hooks=(),
     )
     calls = {

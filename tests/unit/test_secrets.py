@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -63,10 +63,10 @@ def leaks(text: str) -> list[str]:
     return [s for s in (*SECRETS, *FRAGMENTS) if s in text]
 
 
-def echo(status: int, *keys: str) -> Callable[[httpx.Request], httpx.Response]:
+def echo(status: int, *keys: str) -> Callable[[httpx2.Request], httpx2.Response]:
     """CCR passing an upstream error through, keys and all."""
     message = f"Error from provider: invalid x-api-key {' and '.join(keys)} (upstream said no)"
-    return lambda request: httpx.Response(status, json={"error": {"message": message, "type": "api_error"}})
+    return lambda request: httpx2.Response(status, json={"error": {"message": message, "type": "api_error"}})
 
 
 def exception_texts(exc: BaseException) -> str:
@@ -74,12 +74,12 @@ def exception_texts(exc: BaseException) -> str:
     return "\n".join([str(exc), repr(exc), "".join(traceback.format_exception(exc))])
 
 
-def ccr_handler(fake_ccr) -> Callable[[httpx.Request], Any]:
+def ccr_handler(fake_ccr) -> Callable[[httpx2.Request], Any]:
     """The FakeCCR, plus /providers answering CCR's provider list, keys included."""
 
-    async def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.path == "/providers":
-            return httpx.Response(200, json=PROVIDERS_ANSWER)
+            return httpx2.Response(200, json=PROVIDERS_ANSWER)
         return await fake_ccr.handler(request)
 
     return handler
@@ -114,7 +114,7 @@ async def session(fake_ccr, clock, caplog) -> Captured:
     settings = CCRSettings(url="http://ccr.test", api_key=CCR_KEY, breaker_failure_threshold=100)
     client = CCRClient(
         settings,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(ccr_handler(fake_ccr))),
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(ccr_handler(fake_ccr))),
         registry=registry,
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -164,7 +164,7 @@ async def configuration_errors(fake_ccr, clock) -> list[str]:
     fake_ccr.config = {key: value for key, value in CCR_CONFIG.items() if key != "Router"}
     client = CCRClient(
         CCRSettings(url="http://ccr.test", api_key=CCR_KEY),
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(fake_ccr.handler)),
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(fake_ccr.handler)),
         hooks=(),
         clock=clock,
     )
@@ -239,7 +239,7 @@ async def test_provider_keys_seen_only_in_providers_are_redacted(fake_ccr, clock
     client = CCRClient(
         CCRSettings(url="http://ccr.test"),
         policy=RoutingPolicy(chains={"standard": ["up,mid", "backup,mid"]}),
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(ccr_handler(fake_ccr))),
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(ccr_handler(fake_ccr))),
         hooks=(),
         clock=clock,
     )
@@ -259,8 +259,8 @@ async def test_redis_password_stays_out_of_logs_and_errors(caplog):
     client = CCRClient(
         settings,
         policy=RoutingPolicy(chains={"standard": ["up,mid"]}),
-        http_client=httpx.AsyncClient(
-            transport=httpx.MockTransport(lambda r: httpx.Response(200, json=answer))
+        http_client=httpx2.AsyncClient(
+            transport=httpx2.MockTransport(lambda r: httpx2.Response(200, json=answer))
         ),
         hooks=(),
     )

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -600,7 +600,7 @@ async def test_aiohttp_sender_is_bound_to_its_event_loop(fp):
 
 async def test_injected_httpx_client_keeps_httpx(fp):
     """An injected httpx client means httpx, whatever the transport setting says."""
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         client = CCRClient(
             CCRSettings(url=fp.url, transport="aiohttp"), policy=POLICY, http_client=http, hooks=[]
         )

@@ -1,4 +1,4 @@
-"""``verify`` against a fake CCR behind httpx.MockTransport, and against a closed port."""
+"""``verify`` against a fake CCR behind httpx2.MockTransport, and against a closed port."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from typing import Any
 from xml.etree import ElementTree
 
-import httpx
+import httpx2
 import pytest
 
 import ccr._verify as verify_module
@@ -42,13 +42,13 @@ def fake(fake_ccr: FakeCCR) -> FakeCCR:
     return fake_ccr
 
 
-def http_for(fake: FakeCCR) -> httpx.AsyncClient:
-    async def handler(request: httpx.Request) -> httpx.Response:
+def http_for(fake: FakeCCR) -> httpx2.AsyncClient:
+    async def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.path == "/providers":
-            return httpx.Response(404)
+            return httpx2.Response(404)
         return await fake.handler(request)
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
 
 
 async def verify(fake: FakeCCR, policy: RoutingPolicy | None = POLICY, **settings: Any):
@@ -140,9 +140,9 @@ async def test_policy_derived_from_ccr_config_and_secrets_redacted(fake):
     """Without a policy, /api/config gives it; provider and CCR keys never reach the output."""
     fake.config = CCR_CONFIG
 
-    def leaky(request: httpx.Request) -> httpx.Response:
+    def leaky(request: httpx2.Request) -> httpx2.Response:
         message = f"rejected {PROVIDER_KEY} with {request.headers.get('x-api-key')}"
-        return httpx.Response(500, json={"error": {"message": message}})
+        return httpx2.Response(500, json={"error": {"message": message}})
 
     fake.set("up,b", leaky)
     report = await verify(fake, policy=None, api_key=CCR_KEY)
@@ -183,12 +183,12 @@ async def test_no_policy_fails_the_checks_that_need_targets(fake):
 async def test_unhealthy_health_endpoint_fails_reachable(fake):
     """/health answering 503 is a FAIL naming the status; the other CCR checks are skipped."""
 
-    async def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.path == "/health":
-            return httpx.Response(503)
+            return httpx2.Response(503)
         return await fake.handler(request)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as http:
         report = await run_checks(CCRSettings(url="http://ccr.test"), policy=POLICY, http_client=http)
     assert "http_503" in report.check("reachable").detail
     assert report.check("targets_answer").detail == "CCR unreachable"
