@@ -29,11 +29,11 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import httpx2
 
+from ccr.testing._lifecycle import BlockingLifecycle
 from ccr.testing._node import NodeTools, find_node
 from ccr.testing._ports import (
     LOOPBACK,
@@ -41,7 +41,6 @@ from ccr.testing._ports import (
     OwnedDir,
     OwnedProcess,
     free_port,
-    run_blocking,
     run_command,
     tail,
 )
@@ -217,12 +216,13 @@ def _child_env(home: Path, node: NodeTools) -> dict[str, str]:
 # -- the process -----------------------------------------------------------------------
 
 
-class LiveCCR:
+class LiveCCR(BlockingLifecycle):
     """One real CCR process on ``127.0.0.1``; see the module docstring.
 
-    Use it as an async (or plain) context manager, or call :meth:`start` and
-    :meth:`stop`. :meth:`restart` keeps the port and the private home; :meth:`kill`
-    crashes it (SIGKILL) for chaos tests.
+    Use it as an async (or plain) context manager, or call ``await`` :meth:`start` and
+    :meth:`stop` (blocking: :meth:`start_sync`, :meth:`stop_sync`). :meth:`restart`
+    (:meth:`restart_sync`) keeps the port and the private home; :meth:`kill` crashes it
+    (SIGKILL) for chaos tests.
     """
 
     def __init__(
@@ -369,7 +369,7 @@ class LiveCCR:
             return ""
         return _scrub(raw, self.secrets)
 
-    # -- lifecycle (blocking) ----------------------------------------------------------
+    # -- lifecycle (blocking; BlockingLifecycle adds start, stop, restart and the withs) --
 
     def start_sync(self) -> Self:
         """Install if needed, write the config, start CCR and wait for ``/health``."""
@@ -408,42 +408,6 @@ class LiveCCR:
     def kill(self) -> None:
         """SIGKILL the process group (a crash); the home stays for :meth:`restart`."""
         self._teardown(keep_home=True, kill=True)
-
-    # -- lifecycle (async) -------------------------------------------------------------
-
-    async def start(self) -> Self:
-        """Async :meth:`start_sync`; cancelling it stops whatever it started."""
-        return await run_blocking(self.start_sync, undo=self.stop_sync)
-
-    async def stop(self) -> None:
-        """Async :meth:`stop_sync`."""
-        await run_blocking(self.stop_sync, undo=lambda: None)
-
-    async def restart(self) -> Self:
-        """Async :meth:`restart_sync` (same port)."""
-        return await run_blocking(self.restart_sync, undo=self.stop_sync)
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    def __enter__(self) -> Self:
-        return self.start_sync()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop_sync()
 
     # -- internals ---------------------------------------------------------------------------
 

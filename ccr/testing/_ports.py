@@ -7,7 +7,6 @@ signalled through its process group without touching anything else.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -19,11 +18,9 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 
@@ -185,42 +182,6 @@ def run_command(
         stop_process_group(proc, grace=2.0)
         raise
     return subprocess.CompletedProcess(list(argv), proc.returncode, stdout, stderr)
-
-
-async def run_blocking(start: Callable[[], T], *, undo: Callable[[], object]) -> T:
-    """Run a blocking ``start`` in a thread without leaking what it starts on cancellation.
-
-    A thread cannot be interrupted: if the awaiting task is cancelled, ``start`` keeps
-    running, and ``undo`` runs once it has succeeded (so a server started by an
-    abandoned ``__aenter__`` is stopped, not leaked).
-    """
-    lock = threading.Lock()
-    state = {"finished": False, "failed": False, "abandoned": False}
-
-    def runner() -> T:
-        try:
-            result = start()
-        except BaseException:
-            with lock:
-                state["finished"] = state["failed"] = True
-            raise
-        with lock:
-            state["finished"] = True
-            abandoned = state["abandoned"]
-        if abandoned:
-            undo()
-        return result
-
-    task = asyncio.ensure_future(asyncio.to_thread(runner))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with lock:
-            state["abandoned"] = True
-            succeeded = state["finished"] and not state["failed"]
-        if succeeded:
-            undo()
-        raise
 
 
 class OwnedDir:

@@ -17,16 +17,15 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from ccr.testing._lifecycle import BlockingLifecycle
 from ccr.testing._ports import (
     LOOPBACK,
     HarnessError,
     OwnedDir,
     OwnedProcess,
     free_port,
-    run_blocking,
     run_command,
     tail,
 )
@@ -108,61 +107,16 @@ def redis_command(port: int, *args: str, timeout: float = 2.0, host: str = LOOPB
 # -- one server --------------------------------------------------------------------------
 
 
-class _Lifecycle:
-    """``start``/``stop``/``restart`` in a thread, and both kinds of ``with``, for the
-    servers below (which define the blocking ``start``, ``stop`` and ``restart``)."""
-
-    def start(self) -> Self:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def restart(self) -> Self:
-        raise NotImplementedError
-
-    async def astart(self) -> Self:
-        """:meth:`start` in a thread; cancelling it stops what it started."""
-        return await run_blocking(self.start, undo=self.stop)
-
-    async def astop(self) -> None:
-        """:meth:`stop` in a thread."""
-        await run_blocking(self.stop, undo=lambda: None)
-
-    async def arestart(self) -> Self:
-        """:meth:`restart` in a thread (the event loop keeps running meanwhile)."""
-        return await run_blocking(self.restart, undo=self.stop)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await self.astart()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()
-
-
-class RedisServer(_Lifecycle):
+class RedisServer(BlockingLifecycle):
     """One ``redis-server`` on ``127.0.0.1``; a sync and async context manager.
 
     ::
 
-        with RedisServer() as redis:
+        with RedisServer() as redis:        # or: async with RedisServer() as redis:
             client = redis_py.Redis.from_url(redis.url)
+
+    ``await`` :meth:`start`, :meth:`stop`, :meth:`restart`, or their blocking
+    ``*_sync`` forms; :meth:`kill` blocks (it is quick).
     """
 
     def __init__(
@@ -237,7 +191,7 @@ class RedisServer(_Lifecycle):
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> Self:
+    def start_sync(self) -> Self:
         """Start the server and wait until it answers PING."""
         if self._proc is not None:
             raise RuntimeError("RedisServer already started")
@@ -277,15 +231,15 @@ class RedisServer(_Lifecycle):
             raise
         return self
 
-    def stop(self, *, keep_files: bool = False) -> None:
+    def stop_sync(self, *, keep_files: bool = False) -> None:
         """Stop the process group, check the pid is gone, delete the folder unless
         ``keep_files`` (a cluster node stopped with its files rejoins on start)."""
         self._teardown(keep_dir=keep_files)
 
-    def restart(self) -> Self:
+    def restart_sync(self) -> Self:
         """Stop and start again on the same port (data is not kept)."""
         self._teardown(keep_dir=True)
-        return self.start()
+        return self.start_sync()
 
     def kill(self) -> None:
         """SIGKILL the server (a crash); :meth:`restart` or :meth:`start` brings it back."""
@@ -326,13 +280,17 @@ class RedisServer(_Lifecycle):
 # -- a cluster ---------------------------------------------------------------------------
 
 
-class RedisCluster(_Lifecycle):
+class RedisCluster(BlockingLifecycle):
     """``nodes`` cluster-enabled servers joined with ``redis-cli --cluster create``.
 
     ``url`` is ``redis+cluster://127.0.0.1:P1``: ccr-client's own scheme, which its
     quota store maps to redis-py's ``RedisCluster``; ``plain_url`` is the
     ``redis://`` address of the first node for clients that take cluster mode as a
     separate switch.
+
+    The lifecycle is :class:`RedisServer`'s (``await start()`` or ``start_sync()``, ...);
+    the per-node methods (:meth:`stop_node`, :meth:`start_node`, :meth:`announce`, ...)
+    block.
     """
 
     def __init__(self, nodes: int = 3, *, startup_timeout: float = 30.0) -> None:
@@ -377,26 +335,26 @@ class RedisCluster(_Lifecycle):
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> Self:
+    def start_sync(self) -> Self:
         """Start every node, create the cluster once, wait for ``cluster_state:ok``."""
         try:
             for node in self.nodes:
                 if not node.running:
-                    node.start()
+                    node.start_sync()
             if not self._created:
                 self._create()
             self.wait_ok()
         except BaseException:
-            self.stop()
+            self.stop_sync()
             raise
         return self
 
-    def stop(self) -> None:
+    def stop_sync(self) -> None:
         """Stop every node and delete their folders (the cluster is forgotten)."""
         errors: list[BaseException] = []
         for node in self.nodes:
             try:
-                node.stop()
+                node.stop_sync()
             except Exception as exc:  # stop the others, report after
                 errors.append(exc)
         self._created = False
@@ -405,16 +363,16 @@ class RedisCluster(_Lifecycle):
         if errors:
             raise HarnessError(f"could not stop every cluster node: {errors}")
 
-    def restart(self) -> Self:
+    def restart_sync(self) -> Self:
         """Stop every node and start them again on the same ports; the cluster reforms
         from each node's ``nodes-PORT.conf`` (data is not kept)."""
         for node in self.nodes:
-            node.stop(keep_files=True)
-        return self.start()
+            node.stop_sync(keep_files=True)
+        return self.start_sync()
 
     def stop_node(self, index: int) -> None:
         """Stop one node, keeping its cluster identity (for chaos tests)."""
-        self.nodes[index].stop(keep_files=True)
+        self.nodes[index].stop_sync(keep_files=True)
 
     def kill_node(self, index: int) -> None:
         """SIGKILL one node (a crash)."""
@@ -424,7 +382,7 @@ class RedisCluster(_Lifecycle):
         """Bring a stopped node back; with ``wait``, until the cluster is ok again."""
         node = self.nodes[index]
         if not node.running:
-            node.start()
+            node.start_sync()
         if wait:
             self.wait_ok()
 
@@ -454,7 +412,7 @@ class RedisCluster(_Lifecycle):
                     "--cluster-announce-port", str(ports[node.port]),
                     "--cluster-announce-bus-port", str(node.port + _CLUSTER_BUS_OFFSET),
                 )  # fmt: skip
-                node.restart()
+                node.restart_sync()
         limit = self.startup_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         self.wait_ok(limit)

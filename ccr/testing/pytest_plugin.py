@@ -194,13 +194,13 @@ def _redis_session() -> Iterator[str]:
         return
     server = RedisServer()
     try:
-        server.start()
+        server.start_sync()
     except (HarnessError, OSError) as exc:
         _unavailable("redis-server", exc)
     try:
         yield server.url
     finally:
-        server.stop()
+        server.stop_sync()
 
 
 @pytest.fixture

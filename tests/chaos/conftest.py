@@ -101,13 +101,13 @@ def redis_server() -> Iterator[RedisServer]:
     """A private redis-server (no persistence: a restart starts empty)."""
     server = RedisServer()
     try:
-        server.start()
+        server.start_sync()
     except (HarnessError, OSError) as exc:
         _unavailable("redis-server", exc)
     try:
         yield server
     finally:
-        server.stop()
+        server.stop_sync()
 
 
 @pytest.fixture
@@ -115,13 +115,13 @@ def redis_cluster() -> Iterator[RedisCluster]:
     """A private three-node Redis Cluster."""
     cluster = RedisCluster(3)
     try:
-        cluster.start()
+        cluster.start_sync()
     except (HarnessError, OSError) as exc:
         _unavailable("a Redis Cluster", exc)
     try:
         yield cluster
     finally:
-        cluster.stop()
+        cluster.stop_sync()
 
 
 @pytest.fixture

@@ -78,11 +78,11 @@ async def test_redis_stopped_and_restarted(chaos, ccr, redis_server, workspace, 
         await burst("before_stop")
         await timeline.at(STOP_AT)
         timeline.mark("stop")
-        await redis_server.astop()
+        await redis_server.stop()
         timeline.mark("stopped")
         await timeline.at(START_AT)
         timeline.mark("start")
-        await redis_server.astart()
+        await redis_server.start()
         timeline.mark("started")
         await burst("after_restart")
 

@@ -392,7 +392,7 @@ def test_redis_server_start_stop_restart_same_port() -> None:
             client.set("k", "v")
             assert client.get("k") == b"v"
             port, first = server.port, server.pid
-            server.restart()
+            server.restart_sync()
             assert server.port == port
             assert server.pid != first
             assert first is not None
@@ -414,11 +414,31 @@ async def test_redis_server_async_context_and_kill() -> None:
         assert server.command("PING") == "PONG"
         server.kill()
         assert port_refuses(server.port)
-        await server.astart()
+        await server.start()
         assert server.command("PING") == "PONG"
         pid = server.pid
     assert pid is not None
     assert not pid_alive(pid)
+
+
+@pytest.mark.usefixtures("redis_binaries")
+async def test_redis_server_async_restart_and_blocking_stop() -> None:
+    """await restart() keeps the port with a new pid; stop_sync() then stops it by pid."""
+    server = await RedisServer().start()
+    try:
+        port, first = server.port, server.pid
+        assert await server.restart() is server
+        assert server.port == port
+        assert server.pid != first
+        assert server.command("PING") == "PONG"
+        pid = server.pid
+    finally:
+        server.stop_sync()
+    assert first is not None
+    assert not pid_alive(first)
+    assert pid is not None
+    assert not pid_alive(pid)
+    assert port_refuses(port)
 
 
 @pytest.mark.usefixtures("redis_binaries")

@@ -106,7 +106,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 def cluster() -> Iterator[TLSCluster]:
     """A plain three-node cluster whose nodes announce the (fixed) ports of their proxies."""
     try:
-        nodes = RedisCluster(3).start()
+        nodes = RedisCluster(3).start_sync()
     except Exception as exc:
         _unavailable(f"redis cluster could not be started: {exc}")
     try:
@@ -114,7 +114,7 @@ def cluster() -> Iterator[TLSCluster]:
         nodes.announce(dict(zip(nodes.ports, proxy_ports, strict=True)))
         yield TLSCluster(nodes, proxy_ports)
     finally:
-        nodes.stop()
+        nodes.stop_sync()
 
 
 StartProxies = Callable[[Sequence[Any]], Awaitable[list[TLSProxy]]]

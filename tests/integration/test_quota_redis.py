@@ -21,21 +21,21 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def cluster():
     try:
-        nodes = RedisCluster(3).start()
+        nodes = RedisCluster(3).start_sync()
     except Exception as exc:
         if in_ci():
             pytest.fail(f"redis cluster could not be started: {exc}", pytrace=False)
         pytest.skip(f"redis cluster could not be started: {exc}")
     yield nodes
-    nodes.stop()
+    nodes.stop_sync()
 
 
 @pytest.fixture
 def flaky_redis():
     """A Redis of this test alone, which the test may stop and restart."""
-    server = RedisServer().start()
+    server = RedisServer().start_sync()
     yield server
-    server.stop()
+    server.stop_sync()
 
 
 def manager(url: str, limit: int | None = None) -> QuotaManager:
@@ -147,13 +147,13 @@ async def test_fail_modes_while_redis_is_down_and_recovery(flaky_redis, live_ccr
     request = {"workspace_id": ws, "prompt": "ping", "max_tokens": 8}
     async with CCRClient(settings, policy=LOCAL_POLICY, hooks=[]) as client:
         assert (await client.route_request(request)).quota_checked
-        flaky_redis.stop()
+        flaky_redis.stop_sync()
         down = await client.route_request(request)
         if mode == "open":
             assert down.success and down.quota_checked is False
         else:
             assert down.error is ErrorCode.QUOTA_UNAVAILABLE and not down.attempts
-        flaky_redis.start()
+        flaky_redis.start_sync()
         back = await client.route_request(request)
         assert back.success and back.quota_checked
         status = await client.get_quota_status(ws)

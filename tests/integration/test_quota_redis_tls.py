@@ -75,7 +75,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 def backend() -> Iterator[RedisServer]:
     """A plain redis-server of this module behind the proxies, with a password."""
     try:
-        server = RedisServer().start()
+        server = RedisServer().start_sync()
     except Exception as exc:
         _unavailable(f"redis-server could not be started: {exc}")
     try:
@@ -83,7 +83,7 @@ def backend() -> Iterator[RedisServer]:
         server.command("CONFIG", "SET", "requirepass", PASSWORD)
         yield server
     finally:
-        server.stop()
+        server.stop_sync()
 
 
 @pytest.fixture
