@@ -12,40 +12,35 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx2
 
 from ccr._breaker import CircuitBreaker
 from ccr._clock import SYSTEM_CLOCK, Clock
-from ccr._errors import ConfigurationError, ErrorCode
-from ccr._fallback import ChainCall, ChainOutcome, request_body_tail, run_chain
+from ccr._errors import ConfigurationError
+from ccr._events import BreakerChanged, Emitter, HealthChecked, Hook, Route, RouteEnded, RouteStarted
+from ccr._fallback import ChainCall, request_body_tail, run_chain
 from ccr._health import HealthMonitor, run_health_check
-from ccr._hooks import Hook, QuotaOp, RouteObserver, guard
-from ccr._models import (
-    BreakerState,
-    HealthReport,
-    QuotaStatus,
-    RouteDecision,
-    RouteRequest,
-    RouteResult,
-    split_target,
-    trusted,
-)
+from ccr._http import ccr_headers, check_http_client, endpoint
+from ccr._http import http_client as new_http_client
+from ccr._models import BreakerState, HealthReport, QuotaStatus, RouteDecision, RouteRequest, RouteResult
 from ccr._policy import RoutingPolicy
 from ccr._quota import QuotaManager, QuotaStore, Reservation, store_from_settings
-from ccr._redact import Redactor
+from ccr._quota._manager import warning_hook
+from ccr._redact import Redactor, provider_keys
+from ccr._results import dry_run_result, rejected_result, routed_result
 from ccr._routing import decide, reservation_estimate
 from ccr._settings import CCRSettings
-from ccr._transport import HttpxSender, Sender
+from ccr._transport import Delivery, HttpxSender, Sender
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from ccr._fallback import ChainOutcome
+
 log = logging.getLogger("ccr")
 
-_T = TypeVar("_T")
 QuotaWarningCallback = Callable[[QuotaStatus], Awaitable[None]]
 
 
@@ -55,6 +50,10 @@ class CCRClient:
     ``CCRClient()`` with no arguments reads ``CCR_*`` from the environment. Use it as an
     async context manager (or call ``aclose()``): it owns an HTTP connection pool and,
     with Redis, a Redis pool.
+
+    ``hooks`` are event callables (see ``ccr.Event``); by default the client installs the
+    tracing, Prometheus and OTel metrics exporters. ``on_quota_warning`` is an async
+    callback awaited when a settle crosses warning thresholds.
     """
 
     def __init__(
@@ -73,18 +72,15 @@ class CCRClient:
     ) -> None:
         self.settings = settings if settings is not None else CCRSettings()
         settings = self.settings
+        # Everything that can refuse the arguments runs before anything is opened.
+        if http_client is not None:
+            check_http_client(http_client)
         if policy is None and settings.routing_file is not None:
             policy = RoutingPolicy.from_file(settings.routing_file)
         self._policy = policy
         self._clock = clock or SYSTEM_CLOCK
         self._redactor = Redactor(settings.secrets())
-        # Attempts go through aiohttp when asked (and no httpx client was injected); health
-        # checks and /api/config stay on httpx. Checked first: nothing is opened on failure.
-        sender: Sender | None = None
-        if settings.transport == "aiohttp" and http_client is None:
-            sender = _aiohttp_sender(settings, self._redactor)
-        self._http = http_client or _default_http_client(settings)
-        self._owns_http = http_client is None
+        self._endpoint = endpoint(settings.url)
         if hooks is None:
             from ccr._telemetry import default_hooks
 
@@ -94,7 +90,15 @@ class CCRClient:
                 tracer_provider=tracer_provider,
                 meter_provider=meter_provider,
             )
-        self._hooks: tuple[Hook, ...] = tuple(hooks)
+        all_hooks = [*hooks, *([warning_hook(on_quota_warning)] if on_quota_warning is not None else [])]
+        self._emitter = Emitter(all_hooks)
+        # Attempts go through aiohttp when asked (and no httpx2 client was injected);
+        # health checks and /api/config stay on httpx2.
+        sender: Sender | None = None
+        if settings.transport == "aiohttp" and http_client is None:
+            sender = _aiohttp_sender(settings, self._redactor)
+        self._http = http_client or new_http_client(settings)
+        self._owns_http = http_client is None
         self._breaker = CircuitBreaker(
             failure_threshold=settings.breaker_failure_threshold,
             cooldown=settings.breaker_cooldown,
@@ -106,20 +110,12 @@ class CCRClient:
             settings=settings,
             limit_for=self._limit_for,
             clock=self._clock,
-            hooks=self._hooks,
-            on_warning=on_quota_warning,
+            emitter=self._emitter,
         )
-        split = urlsplit(settings.url)
-        self._server_address = split.hostname or "127.0.0.1"
-        self._server_port = split.port or (443 if split.scheme == "https" else 80)
         if sender is None:
-            sender = HttpxSender(self._http, settings.url + "/v1/messages", self._redactor)
+            sender = HttpxSender(self._http, self._endpoint.messages_url, self._redactor)
         self._sender: Sender = sender
-        self._headers = {
-            "content-type": "application/json",
-            "anthropic-version": "2023-06-01",
-            **settings.auth_headers(),
-        }
+        self._headers = ccr_headers(settings)
         self._background: set[asyncio.Task[None]] = set()
         self._policy_lock = asyncio.Lock()
         if policy is not None:
@@ -146,18 +142,18 @@ class CCRClient:
 
     async def aclose(self) -> None:
         """Stop abandoned requests, finish pending releases, close the pools this client owns."""
-        await self._sender.aclose()
         await self.drain()
+        await self._sender.aclose()
         await self.quota.aclose()
         if self._owns_http:
             await self._http.aclose()
 
     async def drain(self) -> None:
-        """Wait for background bookkeeping (releases after cancellation) to finish."""
+        """Wait for background bookkeeping (quota after a cancellation, async hooks) to finish."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.quota.drain()
-        await self._sender.drain()
+        await self._emitter.drain()
 
     # --- policy ------------------------------------------------------------------------
 
@@ -177,12 +173,9 @@ class CCRClient:
             if self._policy is not None:
                 return self._policy
             try:
-                response = await self._http.get(
-                    self.settings.url + "/api/config",
-                    headers=self._headers,
-                    timeout=self.settings.health_timeout,
-                )
-            except httpx2.HTTPError as exc:
+                async with asyncio.timeout(self.settings.health_timeout):
+                    response = await self._http.get(self._endpoint.url + "/api/config", headers=self._headers)
+            except (httpx2.HTTPError, TimeoutError) as exc:
                 raise ConfigurationError(
                     f"no routing policy given and CCR's /api/config could not be read "
                     f"({type(exc).__name__}); pass policy= or set CCR_ROUTING_FILE"
@@ -198,7 +191,7 @@ class CCRClient:
                 raise ConfigurationError("CCR's /api/config is not usable JSON") from None
             if not isinstance(config, dict):
                 raise ConfigurationError("CCR's /api/config is not a JSON object")
-            self._redactor.add(*_provider_keys(config))
+            self._redactor.add(*provider_keys(config))
             policy = RoutingPolicy.from_ccr_config(config)
             self._policy = policy
             self._breaker.track(policy.targets())
@@ -218,49 +211,55 @@ class CCRClient:
         """Route one model call; operational failures come back as ``success=False``.
 
         Bad input raises ``pydantic.ValidationError`` before anything else happens.
-        Cancellation propagates at once; the quota reservation is released.
+        Cancellation propagates at once: the request in flight is cancelled and its
+        connection closed. Its reservation is released if the request never reached CCR,
+        else charged (``quota_on_cancel``).
         """
         request = _as_request(request)
         policy = self._policy or await self.load_policy()
         decision = decide(request, policy)
         started = time.perf_counter()
         if request.dry_run:
-            return _result(request, decision, started, success=True, dry_run=True)
+            return dry_run_result(request, decision, started)
 
-        observers = self._observers(request, decision)
+        emitter = self._emitter
+        route = Route(request, decision)
+        if emitter.wants(RouteStarted):
+            emitter.emit(RouteStarted(route))
         result: RouteResult | None = None
+        delivery = Delivery()
         reservation: Reservation | None = None
         try:
             # reserve
-            reservation = await self._quota_step(
-                observers,
-                "reserve",
-                self.quota.reserve(request.workspace_id, reservation_estimate(request)),
+            reservation = await self.quota.reserve(
+                request.workspace_id, reservation_estimate(request), route=route
             )
             if not reservation.admitted:
-                result = _rejected(request, decision, started, reservation)
+                result = rejected_result(request, decision, started, reservation)
                 return result
             # try the chain
-            outcome = await run_chain(self._chain_call(request, policy), decision.chain, request, observers)
-            # settle (or release), then record
-            checked = reservation.checked
-            status = await self._finish_quota(reservation, outcome, observers)
-            reservation = None
-            result = _routed(request, decision, started, outcome, status, checked=checked)
+            outcome = await run_chain(
+                self._chain_call(request, policy), decision.chain, route, emitter, delivery
+            )
+            # settle (or release); a cancelled settle still completes in the quota manager
+            held, reservation = reservation, None
+            status = await self._finish_quota(held, outcome, route)
+            # record
+            result = routed_result(request, decision, started, outcome, status, checked=held.checked)
             return result
         except BaseException:
             if reservation is not None and reservation.admitted:
-                await self._release_in_background(reservation)
+                await self._after_cancel(reservation, delivery)
             raise
         finally:
-            for observer in observers:
-                guard(observer.on_route_end, result)
+            if emitter.wants(RouteEnded):
+                emitter.emit(RouteEnded(route, result))
 
     def _chain_call(self, request: RouteRequest, policy: RoutingPolicy) -> ChainCall:
         return ChainCall(
             sender=self._sender,
-            server_address=self._server_address,
-            server_port=self._server_port,
+            server_address=self._endpoint.host,
+            server_port=self._endpoint.port,
             headers=self._headers,
             body_tail=request_body_tail(request),
             attempt_timeout=request.attempt_timeout or self.settings.attempt_timeout,
@@ -270,47 +269,39 @@ class CCRClient:
         )
 
     async def _finish_quota(
-        self, reservation: Reservation, outcome: ChainOutcome, observers: Sequence[RouteObserver]
+        self, reservation: Reservation, outcome: ChainOutcome, route: Route
     ) -> QuotaStatus | None:
         """Settle a successful call with its real usage; release a failed one."""
         if outcome.reply is None:
-            await self._quota_step(observers, "release", self.quota.release(reservation))
+            await self.quota.release(reservation, route=route)
             return reservation.status
         usage = outcome.reply.usage
         # Unreported or unbelievable usage: keep the reserved upper bound, never undercount.
         used = usage.total_tokens if usage is not None else reservation.tokens
-        return await self._quota_step(observers, "settle", self.quota.settle(reservation, used))
+        return await self.quota.settle(reservation, used, route=route)
 
-    async def _quota_step(self, observers: Sequence[RouteObserver], op: QuotaOp, step: Awaitable[_T]) -> _T:
-        for observer in observers:
-            guard(observer.on_quota_start, op)
-        value = await step
-        status = value if isinstance(value, QuotaStatus) else getattr(value, "status", None)
-        for observer in observers:
-            guard(observer.on_quota_end, op, status, None)
-        return value
+    async def _after_cancel(self, reservation: Reservation, delivery: Delivery) -> None:
+        """Account for a cancelled call, even while this task is being cancelled.
 
-    async def _release_in_background(self, reservation: Reservation) -> None:
-        """Give a cancelled call's tokens back, even while this task is being cancelled."""
-        task = asyncio.get_running_loop().create_task(self.quota.release(reservation))
+        Never sent: the tokens go back. Sent: the upstream may have done the work, so the
+        reservation is charged, unless ``quota_on_cancel="release"``. A store that never
+        suspends is done inline; otherwise the store call runs to its end in a task of its
+        own (``drain()`` waits for it), as the caller must get its cancellation at once.
+        """
+        if delivery.written and self.settings.quota_on_cancel == "charge":
+            step = self.quota.settle(reservation, reservation.tokens, op="charge")
+        else:
+            step = self.quota.release(reservation)
+        if getattr(self.quota.store, "never_suspends", False):
+            await step
+            return
+        task = asyncio.get_running_loop().create_task(_quietly(step))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            pass  # the release finishes on its own; aclose()/drain() waits for it
-
-    def _observers(self, request: RouteRequest, decision: RouteDecision) -> list[RouteObserver]:
-        observers = []
-        for hook in self._hooks:
-            try:
-                observer = hook.on_route_start(request, decision)
-            except Exception:
-                log.exception("a telemetry hook failed; ignoring it")
-                continue
-            if observer is not None:
-                observers.append(observer)
-        return observers
+            pass  # it finishes on its own; aclose()/drain() waits for it
 
     # --- quota -------------------------------------------------------------------------
 
@@ -326,7 +317,7 @@ class CCRClient:
         targets = self._policy.targets() if self._policy is not None else []
         report = await run_health_check(
             self._http,
-            url=self.settings.url,
+            url=self._endpoint.url,
             headers=self._headers,
             targets=targets,
             settings=self.settings,
@@ -334,9 +325,10 @@ class CCRClient:
             include_model_status=include_model_status,
             on_secret=self._redactor.add,
         )
-        duration = time.perf_counter() - started
-        for hook in self._hooks:
-            guard(hook.on_health, report, duration)
+        if self._emitter.wants(HealthChecked):
+            self._emitter.emit(
+                HealthChecked(report, time.perf_counter() - started, self._endpoint.host, self._endpoint.port)
+            )
         return report
 
     def health_monitor(self, interval: float = 30.0, *, include_model_status: bool = True) -> HealthMonitor:
@@ -353,8 +345,8 @@ class CCRClient:
 
     def _breaker_changed(self, target: str, state: BreakerState) -> None:
         log.info("circuit for %s is now %s", target, state.value)
-        for hook in self._hooks:
-            guard(hook.on_breaker_change, target, state)
+        if self._emitter.wants(BreakerChanged):
+            self._emitter.emit(BreakerChanged(target, state))
 
     def redact(self, text: str, *, limit: int = 500) -> str:
         """``text`` without any secret this client knows (its settings' secrets and the
@@ -384,145 +376,5 @@ def _aiohttp_sender(settings: CCRSettings, redactor: Redactor) -> Sender:
     return AiohttpSender(settings, redactor)
 
 
-def _default_http_client(settings: CCRSettings) -> httpx2.AsyncClient:
-    verify: Any = settings.verify_tls
-    if settings.ca_file is not None and settings.verify_tls:
-        import ssl
-
-        verify = ssl.create_default_context(cafile=str(settings.ca_file))
-    return httpx2.AsyncClient(
-        timeout=httpx2.Timeout(
-            connect=settings.connect_timeout,
-            read=settings.attempt_timeout,
-            write=settings.attempt_timeout,
-            pool=settings.attempt_timeout,
-        ),
-        limits=httpx2.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-        ),
-        verify=verify,
-        trust_env=False,
-    )
-
-
-def _provider_keys(config: Mapping[str, Any]) -> list[str]:
-    """Secrets in a CCR config (APIKEY, provider api keys): learned only to redact them."""
-    providers = config.get("Providers") or config.get("providers")
-    if not isinstance(providers, list):
-        providers = []
-    candidates = [config.get("APIKEY")] + [p.get("api_key") for p in providers if isinstance(p, dict)]
-    return [key for key in candidates if isinstance(key, str)]
-
-
-def _result(
-    request: RouteRequest,
-    decision: RouteDecision,
-    started: float,
-    **fields: Any,
-) -> RouteResult:
-    base: dict[str, Any] = {
-        "workspace_id": request.workspace_id,
-        "task": request.task,
-        "complexity": decision.complexity,
-        "routing_reason": decision.reason,
-        "alternatives": list(decision.chain[1:]),
-        "context": request.context,
-        "latency_ms": (time.perf_counter() - started) * 1000.0,
-        "model": None,
-        "provider": None,
-        "attempts": [],
-        "fallback_used": False,
-        "fallback_attempts": [],
-        "usage": None,
-        "content": None,
-        "response": None,
-        "error": None,
-        "error_message": None,
-        "quota": None,
-        "quota_checked": True,
-        "quota_warning": False,
-        "quota_remaining_percentage": None,
-        "remaining_tokens": None,
-        "dry_run": False,
-    }
-    base.update(fields)
-    return trusted(RouteResult, **base)
-
-
-def _quota_fields(status: QuotaStatus | None) -> dict[str, Any]:
-    if status is None:
-        return {}
-    remaining_pct = 100.0 if status.daily_limit is None else max(0.0, 100.0 * (1.0 - status.used_percentage))
-    return {
-        "quota": status,
-        "quota_warning": status.warning,
-        "quota_remaining_percentage": round(min(100.0, remaining_pct), 2),
-        "remaining_tokens": status.remaining,
-    }
-
-
-def _rejected(
-    request: RouteRequest, decision: RouteDecision, started: float, reservation: Reservation
-) -> RouteResult:
-    error = reservation.error or ErrorCode.QUOTA_EXCEEDED
-    if error is ErrorCode.QUOTA_UNAVAILABLE:
-        message = "the quota store cannot be reached and quota_fail_mode is 'closed'"
-    else:
-        remaining = reservation.status.remaining if reservation.status else None
-        message = (
-            f"workspace '{request.workspace_id}' has {remaining} tokens left today; "
-            f"this call may need up to {reservation.tokens}"
-        )
-    return _result(
-        request,
-        decision,
-        started,
-        success=False,
-        error=error,
-        error_message=message,
-        quota_checked=reservation.checked,
-        **_quota_fields(reservation.status),
-    )
-
-
-def _routed(
-    request: RouteRequest,
-    decision: RouteDecision,
-    started: float,
-    outcome: ChainOutcome,
-    status: QuotaStatus | None,
-    *,
-    checked: bool,
-) -> RouteResult:
-    tried = [a.target for a in outcome.attempts if a.outcome != "skipped"]
-    fields: dict[str, Any] = {
-        "attempts": outcome.attempts,
-        "fallback_attempts": tried[1:],
-        "fallback_used": outcome.target is not None and outcome.target != decision.chain[0],
-        "quota_checked": checked and status is not None,
-        **_quota_fields(status),
-    }
-    reply = outcome.reply
-    if reply is not None and outcome.target is not None:
-        return _result(
-            request,
-            decision,
-            started,
-            success=True,
-            model=outcome.target,
-            provider=split_target(outcome.target)[0],
-            usage=reply.usage,
-            content=reply.content,
-            response=reply.body,
-            **fields,
-        )
-    return _result(
-        request,
-        decision,
-        started,
-        success=False,
-        error=outcome.error,
-        error_message=outcome.error_message,
-        **fields,
-    )
+async def _quietly(step: Awaitable[object]) -> None:
+    await step

@@ -12,20 +12,20 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ccr._breaker import CircuitBreaker
 from ccr._errors import ErrorCode
-from ccr._hooks import AttemptEnd, AttemptStart, RouteObserver, guard
+from ccr._events import AttemptEnded, AttemptSkipped, AttemptStarted, Emitter, Route
 from ccr._models import Attempt, AttemptOutcome, RouteRequest, split_target, trusted
-from ccr._transport import Reply, Sender
+from ccr._transport import Delivery, Reply, Sender, Verdict
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ChainOutcome:
-    """What the walk produced: every attempt, and the reply that answered if any."""
+    """What the walk produced: every attempt, and the reply that answered or why none did."""
 
-    attempts: list[Attempt] = field(default_factory=list)
+    attempts: tuple[Attempt, ...]
     reply: Reply | None = None
     target: str | None = None
     error: ErrorCode | None = None
@@ -68,154 +68,147 @@ def request_body_tail(request: RouteRequest, *, stream: bool = False) -> bytes:
 async def run_chain(
     call: ChainCall,
     chain: Sequence[str],
-    request: RouteRequest,
-    observers: Sequence[RouteObserver],
+    route: Route,
+    emitter: Emitter,
+    delivery: Delivery,
 ) -> ChainOutcome:
-    """Try each target in order until one answers or the chain cannot go on."""
-    outcome = ChainOutcome()
+    """Try each target in order until one answers or the chain cannot go on.
+
+    Targets whose circuit is open are skipped. If the breaker let nothing through, the
+    chain runs again in order, ignoring it: refusing everything would be an outage we
+    made ourselves. ``delivery`` records whether a request may have reached CCR, for the
+    quota when the caller cancels (the walk then raises ``CancelledError``).
+    """
+    attempts: list[Attempt] = []
     started = time.monotonic()
-    state = _Walk()
-    await _walk(call, chain, request, observers, outcome, state, started, obey_breaker=True)
-    if not state.tried and outcome.reply is None and outcome.error is None:
-        # The breaker let nothing through: refusing everything would be an outage we
-        # made ourselves, so the chain runs in order anyway.
-        await _walk(call, chain, request, observers, outcome, state, started, obey_breaker=False)
-    if outcome.reply is not None or outcome.error is not None:
-        return outcome
-    last, deadline_hit = state.last, state.deadline_hit
-    if deadline_hit:
-        outcome.error = ErrorCode.DEADLINE_EXCEEDED
-        outcome.error_message = (
-            f"the deadline of {call.deadline:g} s ran out after {len(outcome.attempts)} attempt(s)"
-        )
-    else:
-        outcome.error = ErrorCode.ALL_TARGETS_FAILED
-        detail = f" (last: {last.error_type})" if last is not None else ""
-        outcome.error_message = f"all {len(chain)} target(s) failed{detail}"
-    return outcome
-
-
-@dataclass(slots=True)
-class _Walk:
-    tried: bool = False
-    deadline_hit: bool = False
-    last: Reply | None = None
-
-
-async def _walk(
-    call: ChainCall,
-    chain: Sequence[str],
-    request: RouteRequest,
-    observers: Sequence[RouteObserver],
-    outcome: ChainOutcome,
-    state: _Walk,
-    started: float,
-    *,
-    obey_breaker: bool,
-) -> None:
-    """One pass over the chain; sets ``outcome.reply`` or ``outcome.error`` to stop early."""
     breaker = call.breaker
-    for index, target in enumerate(chain):
-        if obey_breaker and not breaker.allow(target):
-            skipped = trusted(
-                Attempt,
-                target=target,
-                outcome=AttemptOutcome.SKIPPED,
-                status_code=None,
-                error_type="circuit_open",
-                latency_ms=0.0,
-                error_message=None,
+    last: Reply | None = None
+    for obey_breaker in (True, False):
+        for index, target in enumerate(chain):
+            if obey_breaker and not breaker.allow(target):
+                skipped = _attempt(target, AttemptOutcome.SKIPPED, error_type="circuit_open")
+                attempts.append(skipped)
+                if emitter.wants(AttemptSkipped):
+                    emitter.emit(AttemptSkipped(route, skipped))
+                continue
+            left = call.deadline - (time.monotonic() - started)
+            if left <= 0:
+                return _deadline(call, attempts)
+            limit = call.target_timeouts.get(target, call.attempt_timeout)
+            provider, model = split_target(target)
+            start = AttemptStarted(
+                route,
+                target,
+                provider,
+                model,
+                index,
+                call.server_address,
+                call.server_port,
+                dict(call.headers),
             )
-            outcome.attempts.append(skipped)
-            for observer in observers:
-                guard(observer.on_attempt_skipped, skipped)
-            continue
-        left = call.deadline - (time.monotonic() - started)
-        if left <= 0:
-            state.deadline_hit = True
-            return
-        state.tried = True
-        limit = call.target_timeouts.get(target, call.attempt_timeout)
-        bounded_by_deadline = left < limit
-        provider, model = split_target(target)
-        start = AttemptStart(
-            target=target,
-            provider=provider,
-            model=model,
-            index=index,
-            request=request,
-            server_address=call.server_address,
-            server_port=call.server_port,
-        )
-        headers = dict(call.headers)
-        for observer in observers:
-            guard(observer.on_attempt_start, start, headers)
-        content = b'{"model":' + json.dumps(target).encode() + b"," + call.body_tail
-        sent_at = breaker.stamp()
-        try:
-            reply = await call.sender.post_messages(content, headers, min(limit, left))
-        except asyncio.CancelledError as exc:
-            cancelled = trusted(
-                Attempt,
-                target=target,
-                outcome=AttemptOutcome.ERROR,
-                status_code=None,
-                error_type="cancelled",
-                latency_ms=0.0,
-                error_message=None,
-            )
-            for observer in observers:
-                guard(observer.on_attempt_end, AttemptEnd(start, cancelled, exception=exc))
-            raise
-        attempt = trusted(
-            Attempt,
-            target=target,
-            outcome=reply.outcome,
-            status_code=reply.status_code,
-            error_type=reply.error_type,
-            latency_ms=reply.latency_ms,
-            error_message=reply.error_message,
-        )
-        outcome.attempts.append(attempt)
-        _notify_end(observers, start, attempt, reply)
-        state.last = reply
-        if reply.outcome is AttemptOutcome.SUCCESS:
-            breaker.record_success(target, since=sent_at)
-            outcome.reply, outcome.target = reply, target
-            return
-        if reply.unreachable:
-            # CCR itself is down: no target is to blame, and none can answer.
-            outcome.error = ErrorCode.CCR_UNAVAILABLE
-            outcome.error_message = (
-                f"CCR at {call.server_address}:{call.server_port} cannot be reached ({reply.error_type})"
-            )
-            return
-        if reply.stop_code is not None:
-            breaker.record_success(target, since=sent_at)  # it answered; the request is at fault
-            outcome.error, outcome.error_message = reply.stop_code, reply.error_message
-            return
-        if reply.error_type != "connection_dropped":
-            # A dropped connection says CCR went away mid-request (CCR answers 500 when
-            # an upstream drops), so it is no evidence against this target: counting it
-            # kept a healthy target open for a whole cooldown after a CCR restart.
-            breaker.record_failure(target)
-        if reply.outcome is AttemptOutcome.TIMEOUT and bounded_by_deadline:
-            state.deadline_hit = True
-            return
+            sent_at = breaker.stamp()
+            reply, attempt = await _try(call, start, min(limit, left), emitter, delivery)
+            attempts.append(attempt)
+            last = reply
+            match reply.verdict:
+                case Verdict.SUCCESS:
+                    breaker.record_success(target, since=sent_at)
+                    return ChainOutcome(tuple(attempts), reply=reply, target=target)
+                case Verdict.UNREACHABLE:
+                    # CCR itself is down: no target is to blame, and none can answer.
+                    return ChainOutcome(
+                        tuple(attempts),
+                        error=ErrorCode.CCR_UNAVAILABLE,
+                        error_message=(
+                            f"CCR at {call.server_address}:{call.server_port} cannot be reached "
+                            f"({reply.error_type})"
+                        ),
+                    )
+                case Verdict.STOP:
+                    breaker.record_success(target, since=sent_at)  # it answered; the request is at fault
+                    return ChainOutcome(
+                        tuple(attempts), error=reply.stop_code, error_message=reply.error_message
+                    )
+                case Verdict.FALL_BACK:
+                    breaker.record_failure(target)
+                case Verdict.FALL_BACK_UNBLAMED:
+                    pass
+            if reply.outcome is AttemptOutcome.TIMEOUT and left < limit:
+                return _deadline(call, attempts)  # the deadline, not the target, cut it short
+        if last is not None:
+            break
+    detail = f" (last: {last.error_type})" if last is not None else ""
+    return ChainOutcome(
+        tuple(attempts),
+        error=ErrorCode.ALL_TARGETS_FAILED,
+        error_message=f"all {len(chain)} target(s) failed{detail}",
+    )
 
 
-def _notify_end(
-    observers: Sequence[RouteObserver], start: AttemptStart, attempt: Attempt, reply: Reply
-) -> None:
-    if not observers:
-        return
+def _deadline(call: ChainCall, attempts: list[Attempt]) -> ChainOutcome:
+    return ChainOutcome(
+        tuple(attempts),
+        error=ErrorCode.DEADLINE_EXCEEDED,
+        error_message=f"the deadline of {call.deadline:g} s ran out after {len(attempts)} attempt(s)",
+    )
+
+
+def _attempt(
+    target: str,
+    outcome: AttemptOutcome,
+    *,
+    status_code: int | None = None,
+    error_type: str | None = None,
+    latency_ms: float = 0.0,
+    error_message: str | None = None,
+) -> Attempt:
+    return trusted(
+        Attempt,
+        target=target,
+        outcome=outcome,
+        status_code=status_code,
+        error_type=error_type,
+        latency_ms=latency_ms,
+        error_message=error_message,
+    )
+
+
+async def _try(
+    call: ChainCall, start: AttemptStarted, timeout: float, emitter: Emitter, delivery: Delivery
+) -> tuple[Reply, Attempt]:
+    """One attempt, between its two events: the classified reply and its ``Attempt``."""
+    target = start.target
+    if emitter.wants(AttemptStarted):
+        emitter.emit(start)  # hooks may add headers (traceparent) before the request is sent
+    content = b'{"model":' + json.dumps(target).encode() + b"," + call.body_tail
+    try:
+        reply = await call.sender.post_messages(content, start.headers, timeout, delivery)
+    except asyncio.CancelledError as exc:
+        if emitter.wants(AttemptEnded):
+            cancelled = _attempt(target, AttemptOutcome.ERROR, error_type="cancelled")
+            emitter.emit(AttemptEnded(start, cancelled, exception=exc, cancelled=True))
+        raise
+    attempt = _attempt(
+        target,
+        reply.outcome,
+        status_code=reply.status_code,
+        error_type=reply.error_type,
+        latency_ms=reply.latency_ms,
+        error_message=reply.error_message,
+    )
+    if emitter.wants(AttemptEnded):
+        emitter.emit(_ended(start, attempt, reply))
+    return reply, attempt
+
+
+def _ended(start: AttemptStarted, attempt: Attempt, reply: Reply) -> AttemptEnded:
     body = reply.body or {}
     response_model = body.get("model")
     response_id = body.get("id")
     stop_reason = body.get("stop_reason")
-    end = AttemptEnd(
-        start=start,
-        attempt=attempt,
+    return AttemptEnded(
+        start,
+        attempt,
         usage=reply.usage,
         response_model=response_model if isinstance(response_model, str) else None,
         response_id=response_id if isinstance(response_id, str) else None,
@@ -223,5 +216,3 @@ def _notify_end(
         content=reply.content,
         exception=reply.exception,
     )
-    for observer in observers:
-        guard(observer.on_attempt_end, end)

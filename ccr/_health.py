@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,7 +27,9 @@ import httpx2
 
 from ccr._breaker import CircuitBreaker
 from ccr._clock import SYSTEM_CLOCK, Clock
+from ccr._http import http_client as new_http_client
 from ccr._models import HealthReport, HealthStatus, ModelStatus, validate_target
+from ccr._redact import provider_keys
 from ccr._settings import CCRSettings
 
 __all__ = ["HealthMonitor", "run_health_check", "validate_ccr_connection"]
@@ -159,16 +160,6 @@ async def _probe_health(
     return _HealthProbe(ok=True, latency_ms=latency_ms, attempts=attempts, error=None)
 
 
-def _provider_keys(payload: Any) -> list[str]:
-    """The api keys in a ``/providers`` answer: learned only so they can be redacted."""
-    if isinstance(payload, dict):
-        payload = payload.get("providers", payload.get("Providers"))
-    if not isinstance(payload, list):
-        return []
-    keys = (p.get("api_key") for p in payload if isinstance(p, dict))
-    return [key for key in keys if isinstance(key, str) and key]
-
-
 def _targets_from_providers(payload: Any) -> list[str]:
     """``"name,model"`` for every provider CCR lists; reads ``name`` and ``models`` only.
 
@@ -219,7 +210,7 @@ async def _ccr_targets(
         logger.debug("CCR /providers failed with %s; ignored", _error_type(exc))
         return []
     if on_secret is not None:
-        for key in _provider_keys(payload):
+        for key in provider_keys(payload):
             on_secret(key)
     return _targets_from_providers(payload)
 
@@ -336,16 +327,6 @@ async def run_health_check(
     )
 
 
-def _own_client(settings: CCRSettings) -> httpx2.AsyncClient:
-    verify: ssl.SSLContext | bool = settings.verify_tls
-    if settings.ca_file is not None:
-        verify = ssl.create_default_context(cafile=str(settings.ca_file))
-    return httpx2.AsyncClient(
-        verify=verify,
-        timeout=httpx2.Timeout(settings.health_timeout, connect=settings.connect_timeout),
-    )
-
-
 async def validate_ccr_connection(
     url: str | None = None,
     *,
@@ -368,7 +349,9 @@ async def validate_ccr_connection(
     settings = settings if settings is not None else CCRSettings()
     base = (url if url is not None else settings.url).rstrip("/")
     owned = http_client is None
-    http = http_client if http_client is not None else _own_client(settings)
+    http = (
+        http_client if http_client is not None else new_http_client(settings, timeout=settings.health_timeout)
+    )
     try:
         probe = await _probe_health(
             http,

@@ -50,3 +50,16 @@ class Redactor:
         if len(text) > limit:
             text = text[:limit] + "..."
         return text
+
+
+def provider_keys(payload: object) -> list[str]:
+    """Secrets in a CCR config or ``/providers`` answer (``APIKEY``, each provider's
+    ``api_key``): learned only so they can be redacted, never kept for anything else."""
+    found: list[object] = []
+    providers = payload
+    if isinstance(payload, dict):
+        found.append(payload.get("APIKEY"))
+        providers = payload.get("Providers", payload.get("providers"))
+    if isinstance(providers, list):
+        found.extend(p.get("api_key") for p in providers if isinstance(p, dict))
+    return [key for key in found if isinstance(key, str) and key]

@@ -71,6 +71,9 @@ class CCRSettings(BaseSettings):
     quota_timezone: str = "UTC"
     reservation_ttl: Seconds = 600.0
     quota_timeout: Seconds = 1.0
+    # A call cancelled after its request reached CCR: "charge" its reservation (the upstream
+    # may have done the work; a quota must never undercount) or "release" it.
+    quota_on_cancel: Literal["charge", "release"] = "charge"
 
     # --- health and breaker ---
     health_retries: int = Field(default=3, ge=1, le=20)
@@ -85,11 +88,21 @@ class CCRSettings(BaseSettings):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
+        from ccr._http import endpoint
+
         if not value.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
         if "@" in value.split("//", 1)[1].split("/", 1)[0]:
             raise ValueError("url must not carry credentials; use api_key")
-        return value.rstrip("/")
+        return endpoint(value).url
+
+    @field_validator("ca_file")
+    @classmethod
+    def _check_ca_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """A CA file with verification off is a contradiction: say so instead of ignoring one."""
+        if value is not None and info.data.get("verify_tls") is False:
+            raise ValueError("ca_file is set but verify_tls is false; drop one of them")
+        return value
 
     @field_validator("quota_warning_thresholds")
     @classmethod

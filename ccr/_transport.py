@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol
 
 import httpx2
@@ -29,15 +29,33 @@ _FALL_BACK_STATUSES = frozenset({404, 408, 409, 425, 429})
 _UNAUTHORIZED_STATUSES = frozenset({401, 403})
 
 
+class Verdict(Enum):
+    """What an attempt's outcome means for the chain: the one classification."""
+
+    SUCCESS = "success"
+    FALL_BACK = "fall_back"
+    """Another target may succeed, and this failure counts against this target's breaker
+    (timeout, 404 unknown target, 408, 409, 425, 429, 5xx, a broken answer)."""
+    FALL_BACK_UNBLAMED = "fall_back_unblamed"
+    """Another target may succeed, but this is no evidence against the target: the
+    connection dropped mid-request, which says CCR went away (after a CCR restart a
+    healthy target must not stay open for a whole cooldown)."""
+    STOP = "stop"
+    """Every target would fail alike (400/422 bad request, 401/403 bad key): stop; the
+    target answered, so its breaker counts a success. ``Reply.stop_code`` says why."""
+    UNREACHABLE = "unreachable"
+    """CCR itself cannot be reached (connection refused, connect timeout, TLS): stop,
+    since every target shares that dead hop."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """The classified outcome of one attempt."""
 
+    verdict: Verdict
     outcome: AttemptOutcome
     status_code: int | None = None
     error_type: str | None = None
-    fall_back: bool = False
-    unreachable: bool = False
     stop_code: ErrorCode | None = None
     latency_ms: float = 0.0
     body: dict[str, Any] | None = None
@@ -47,116 +65,108 @@ class Reply:
     exception: BaseException | None = None
 
 
+class Delivery:
+    """Whether an attempt's request may have reached CCR: set by the sender, read on cancel.
+
+    ``written`` turns true just before the first byte of the request is written (or, for a
+    transport that cannot tell, as soon as the request is handed over). A call cancelled
+    while ``written`` is false never reached CCR and its reservation can be released; once
+    it is true the upstream may have done the work, so the quota charges it.
+    """
+
+    __slots__ = ("written",)
+
+    def __init__(self) -> None:
+        self.written = False
+
+    async def trace(self, name: str, info: dict[str, Any]) -> None:
+        """httpcore2's ``trace`` extension: called at the start and end of every step."""
+        if name.endswith("send_request_headers.started"):
+            self.written = True
+
+
 class Sender(Protocol):
-    """Sends one attempt to CCR and classifies it; the chain knows nothing else of HTTP."""
+    """Sends one attempt to CCR and classifies it; the chain knows nothing else of HTTP.
 
-    async def post_messages(self, content: bytes, headers: dict[str, str], timeout: float) -> Reply: ...
+    Cancellation propagates at once: the request is cancelled and its connection closed
+    (never returned to the pool half-used), and nothing of the sender keeps running.
+    """
 
-    async def drain(self) -> None: ...
+    async def post_messages(
+        self, content: bytes, headers: dict[str, str], timeout: float, delivery: Delivery
+    ) -> Reply: ...
 
     async def aclose(self) -> None: ...
 
 
 class HttpxSender:
-    """The default sender, on the client's ``httpx2.AsyncClient`` (which the client closes)."""
+    """The default sender, on the client's ``httpx2.AsyncClient`` (which the client closes).
 
-    __slots__ = ("_abandoned", "_http", "_redactor", "_url")
+    A cancelled request is cancelled inside httpcore2, which closes its connection and
+    frees its pool slot, also when the request was still waiting for a connection that
+    was not established yet: httpcore 1.0.9 lost that slot (encode/httpcore#1093), and
+    httpcore2 drops such a connection (``_assign_requests_to_connections``). The
+    cancellation storm of the chaos suite proves no slot is lost.
+    """
+
+    __slots__ = ("_http", "_redactor", "_traced", "_url")
 
     def __init__(self, http: httpx2.AsyncClient, url: str, redactor: Redactor) -> None:
+        from ccr._http import supports_trace
+
         self._http = http
-        self._url = httpx2.URL(url)  # parsed once: httpx would parse a string on every request
+        self._url = httpx2.URL(url)  # parsed once: httpx2 would parse a string on every request
         self._redactor = redactor
-        self._abandoned: set[asyncio.Task[httpx2.Response]] = set()
+        self._traced = supports_trace(http, url)
 
-    async def post_messages(self, content: bytes, headers: dict[str, str], timeout: float) -> Reply:
-        return await exchange(lambda: self._send(content, headers, timeout), timeout, self._redactor)
-
-    async def _send(self, content: bytes, headers: dict[str, str], timeout: float) -> httpx2.Response:
-        """One request in a task of its own, which a cancelled caller leaves to finish.
-
-        httpcore 1.0.9 loses a pool slot for good when a request is cancelled after the
-        pool gave it a connection that is not yet established (encode/httpcore#1093);
-        under a storm of cancellations the pool runs dry (our chaos suite showed it). So
-        the request itself is never cancelled: the caller leaves at once, and the request
-        ends on its own within ``timeout`` (httpx enforces it per request), giving its
-        connection back. ``drain()`` waits for such requests.
-        """
-        # httpx bounds the request by itself (it may outlive a cancelled caller); the
-        # connect bound stays the client's, so a dead CCR still reads as unreachable.
-        connect = self._http.timeout.connect
-        limits = httpx2.Timeout(timeout, connect=min(connect, timeout) if connect is not None else timeout)
-        request = asyncio.ensure_future(
-            self._http.post(self._url, content=content, headers=headers, timeout=limits)
-        )
+    async def post_messages(
+        self, content: bytes, headers: dict[str, str], timeout: float, delivery: Delivery
+    ) -> Reply:
+        """POST one attempt, bounded by ``timeout`` seconds of our own clock."""
+        started = time.perf_counter()
+        if self._traced:
+            extensions: dict[str, Any] | None = {"trace": delivery.trace}
+        else:
+            extensions = None
+            delivery.written = True
         try:
-            return await asyncio.shield(request)
-        except asyncio.CancelledError:
-            self._abandoned.add(request)
-            request.add_done_callback(self._abandoned_done)
-            raise
-
-    def _abandoned_done(self, request: asyncio.Task[httpx2.Response]) -> None:
-        self._abandoned.discard(request)
-        if not request.cancelled():
-            request.exception()  # retrieved: the caller is gone, nobody else will
-
-    async def drain(self) -> None:
-        """Wait until abandoned requests have ended and given their connections back."""
-        while self._abandoned:
-            await asyncio.gather(*self._abandoned, return_exceptions=True)
+            async with asyncio.timeout(timeout):
+                response = await self._http.post(
+                    self._url, content=content, headers=headers, extensions=extensions
+                )
+        except TimeoutError as exc:
+            return failed(
+                "timeout", started, exc, Verdict.FALL_BACK, "no answer in time", AttemptOutcome.TIMEOUT
+            )
+        except httpx2.ConnectError as exc:
+            return failed("connect_error", started, exc, Verdict.UNREACHABLE, "CCR refused the connection")
+        except httpx2.ConnectTimeout as exc:
+            return failed(
+                "connect_timeout",
+                started,
+                exc,
+                Verdict.UNREACHABLE,
+                "CCR did not accept a connection in time",
+            )
+        except httpx2.TimeoutException as exc:
+            return failed(
+                "timeout", started, exc, Verdict.FALL_BACK, "no answer in time", AttemptOutcome.TIMEOUT
+            )
+        except (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as exc:
+            return failed(
+                "connection_dropped",
+                started,
+                exc,
+                Verdict.FALL_BACK_UNBLAMED,
+                "CCR closed the connection mid-request",
+            )
+        except (httpx2.HTTPError, OSError) as exc:
+            return failed("transport_error", started, exc, Verdict.FALL_BACK, type(exc).__name__)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return classify(response.status_code, response.content, latency_ms, self._redactor)
 
     async def aclose(self) -> None:
-        """At shutdown, stop what is still running (the pool is closed next anyway)."""
-        for request in list(self._abandoned):
-            request.cancel()
-        await self.drain()
-
-
-async def post_messages(
-    http: httpx2.AsyncClient,
-    url: httpx2.URL | str,
-    content: bytes,
-    headers: dict[str, str],
-    timeout: float,
-    redactor: Redactor,
-) -> Reply:
-    """POST an Anthropic request to CCR, bounded by ``timeout`` seconds of our own clock."""
-    return await exchange(lambda: http.post(url, content=content, headers=headers), timeout, redactor)
-
-
-async def exchange(
-    send: Callable[[], Awaitable[httpx2.Response]], timeout: float, redactor: Redactor
-) -> Reply:
-    """Run one send under our own time bound and classify what came back.
-
-    Cancellation from the caller propagates untouched.
-    """
-    started = time.perf_counter()
-    try:
-        async with asyncio.timeout(timeout):
-            response = await send()
-    except TimeoutError as exc:
-        return _failed("timeout", started, exc, AttemptOutcome.TIMEOUT, "no answer in time")
-    except httpx2.ConnectError as exc:
-        return _failed("connect_error", started, exc, unreachable=True, message="CCR refused the connection")
-    except httpx2.ConnectTimeout as exc:
-        return _failed(
-            "connect_timeout",
-            started,
-            exc,
-            unreachable=True,
-            message="CCR did not accept a connection in time",
-        )
-    except httpx2.TimeoutException as exc:
-        return _failed("timeout", started, exc, AttemptOutcome.TIMEOUT, "no answer in time")
-    except (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as exc:
-        return _failed("connection_dropped", started, exc, message="CCR closed the connection mid-request")
-    except httpx2.HTTPError as exc:
-        return _failed("transport_error", started, exc, message=type(exc).__name__)
-    except OSError as exc:
-        return _failed("transport_error", started, exc, message=type(exc).__name__)
-    latency_ms = (time.perf_counter() - started) * 1000.0
-    return classify(response.status_code, response.content, latency_ms, redactor)
+        """Nothing of its own to close: the client owns the ``httpx2.AsyncClient``."""
 
 
 def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> Reply:
@@ -165,19 +175,19 @@ def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> 
     if 200 <= status < 300:
         if body is None:
             return Reply(
+                Verdict.FALL_BACK,
                 AttemptOutcome.ERROR,
                 status,
                 "invalid_response",
-                fall_back=True,
                 latency_ms=latency_ms,
                 error_message="CCR answered 2xx with a body that is not a JSON object",
             )
         if body.get("type") == "error" or body.get("error") is not None:
             return Reply(
+                Verdict.FALL_BACK,
                 AttemptOutcome.ERROR,
                 status,
                 "error_body",
-                fall_back=True,
                 latency_ms=latency_ms,
                 body=body,
                 error_message=redactor.clean(_error_text(body)),
@@ -185,14 +195,15 @@ def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> 
         content = body.get("content")
         if not isinstance(content, list):
             return Reply(
+                Verdict.FALL_BACK,
                 AttemptOutcome.ERROR,
                 status,
                 "invalid_response",
-                fall_back=True,
                 latency_ms=latency_ms,
                 error_message="CCR answered 2xx without a content list",
             )
         return Reply(
+            Verdict.SUCCESS,
             AttemptOutcome.SUCCESS,
             status,
             latency_ms=latency_ms,
@@ -204,16 +215,17 @@ def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> 
     error_type = f"http_{status}"
     if status in _FALL_BACK_STATUSES or status >= 500:
         return Reply(
+            Verdict.FALL_BACK,
             AttemptOutcome.ERROR,
             status,
             error_type,
-            fall_back=True,
             latency_ms=latency_ms,
             body=body,
             error_message=message,
         )
     stop = ErrorCode.UNAUTHORIZED if status in _UNAUTHORIZED_STATUSES else ErrorCode.INVALID_REQUEST
     return Reply(
+        Verdict.STOP,
         AttemptOutcome.ERROR,
         status,
         error_type,
@@ -241,21 +253,20 @@ def _count(value: Any) -> int | None:
     return None
 
 
-def _failed(
+def failed(
     error_type: str,
     started: float,
     exc: BaseException,
+    verdict: Verdict,
+    message: str,
     outcome: AttemptOutcome = AttemptOutcome.ERROR,
-    message: str | None = None,
-    *,
-    unreachable: bool = False,
 ) -> Reply:
+    """A transport failure (no HTTP answer), timed from ``started`` (``perf_counter``)."""
     return Reply(
+        verdict,
         outcome,
         None,
         error_type,
-        fall_back=not unreachable,
-        unreachable=unreachable,
         latency_ms=(time.perf_counter() - started) * 1000.0,
         error_message=message,
         exception=exc,

@@ -41,26 +41,48 @@ the next waiter.
 
 A cancelled attempt is cancelled inside aiohttp, which closes its connection (or the one
 it was opening) and frees the slot before the cancellation reaches the caller: there is
-nothing left to wait for, unlike the httpx sender, which lets an abandoned request finish.
+nothing left to wait for, as with the httpx2 sender.
 
-Health checks and ``/api/config`` stay on the client's httpx client. This module is the
+Whether a cancelled request may have reached CCR (``Delivery.written``) is known from
+the connector: the request is marked written once it holds a connection, just before
+aiohttp writes to it.
+
+TLS comes from ``ccr._http.tls_context``, the same ``SSLContext`` the httpx2 client gets.
+Health checks and ``/api/config`` stay on the client's httpx2 client. This module is the
 only one that imports aiohttp, and only ``CCRClient`` imports it, lazily.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ssl
 import time
-from typing import Literal
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from ccr._http import tls_context
 from ccr._models import AttemptOutcome
 from ccr._redact import Redactor
 from ccr._settings import CCRSettings
-from ccr._transport import Reply, _failed, classify
+from ccr._transport import Delivery, Reply, Verdict, classify, failed
+
+# The attempt being sent in this task; the connector marks it written.
+_DELIVERY: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar("ccr_delivery", default=None)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """Marks the current attempt written once it holds a connection (it is written next)."""
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        connection = await super().connect(req, traces, timeout)
+        delivery = _DELIVERY.get()
+        if delivery is not None:
+            delivery.written = True
+        return connection
+
 
 # httpx's keepalive_expiry (aiohttp's default is 15 s): idle connections live as long on both
 # stacks, so neither reuses one a server closed for idleness more often than the other.
@@ -88,7 +110,7 @@ class AiohttpSender:
         self._settings = settings
         self._url = URL(settings.url + "/v1/messages")  # parsed once, not per request
         self._redactor = redactor
-        self._ssl: ssl.SSLContext | bool = tls_option(settings) if self._url.scheme == "https" else True
+        self._ssl: ssl.SSLContext | bool = tls_context(settings) if self._url.scheme == "https" else True
         self._session: aiohttp.ClientSession | None = None
         # The pool's slots, taken before the connector is asked (see the module docstring).
         self._slots = asyncio.Semaphore(settings.max_connections)
@@ -105,7 +127,7 @@ class AiohttpSender:
                 "use one CCRClient per event loop"
             )
         settings = self._settings
-        connector = aiohttp.TCPConnector(
+        connector = _Connector(
             # The pool size, as in httpx (one host, CCR). Attempts wait for a slot on
             # self._slots, never in the connector's queue: this limit only bounds sockets.
             limit=settings.max_connections,
@@ -128,7 +150,9 @@ class AiohttpSender:
         self._loop = loop
         return self._session
 
-    async def post_messages(self, content: bytes, headers: dict[str, str], timeout: float) -> Reply:
+    async def post_messages(
+        self, content: bytes, headers: dict[str, str], timeout: float, delivery: Delivery
+    ) -> Reply:
         """POST one attempt to CCR, bounded by ``timeout`` seconds of our own clock.
 
         The bound covers the wait for a pool slot, as httpx's pool timeout does. Cancellation
@@ -138,6 +162,7 @@ class AiohttpSender:
         if session is None or self._loop is not asyncio.get_running_loop():
             session = self._open()
         started = time.perf_counter()
+        token = _DELIVERY.set(delivery)
         try:
             async with asyncio.timeout(timeout), self._slots:
                 response = await session.post(self._url, data=content, headers=headers, allow_redirects=False)
@@ -146,39 +171,41 @@ class AiohttpSender:
                 finally:
                     response.release()  # gives the connection back before the slot
         except aiohttp.ServerTimeoutError as exc:  # before TimeoutError: it is one
-            return _failed(
+            return failed(
                 "connect_timeout",
                 started,
                 exc,
-                unreachable=True,
-                message="CCR did not accept a connection in time",
+                Verdict.UNREACHABLE,
+                "CCR did not accept a connection in time",
             )
         except TimeoutError as exc:
-            return _failed("timeout", started, exc, AttemptOutcome.TIMEOUT, "no answer in time")
+            return failed(
+                "timeout", started, exc, Verdict.FALL_BACK, "no answer in time", AttemptOutcome.TIMEOUT
+            )
         except aiohttp.ClientSSLError as exc:
-            return _failed(
+            return failed(
                 "connect_error",
                 started,
                 exc,
-                unreachable=True,
-                message=f"TLS with CCR failed ({type(exc).__name__})",
+                Verdict.UNREACHABLE,
+                f"TLS with CCR failed ({type(exc).__name__})",
             )
         except aiohttp.ClientConnectorError as exc:
-            return _failed(
-                "connect_error", started, exc, unreachable=True, message="CCR refused the connection"
-            )
+            return failed("connect_error", started, exc, Verdict.UNREACHABLE, "CCR refused the connection")
         except _DROPPED as exc:
-            return _failed(
-                "connection_dropped", started, exc, message="CCR closed the connection mid-request"
+            return failed(
+                "connection_dropped",
+                started,
+                exc,
+                Verdict.FALL_BACK_UNBLAMED,
+                "CCR closed the connection mid-request",
             )
         except (aiohttp.ClientError, OSError) as exc:
-            return _failed("transport_error", started, exc, message=type(exc).__name__)
+            return failed("transport_error", started, exc, Verdict.FALL_BACK, type(exc).__name__)
+        finally:
+            _DELIVERY.reset(token)
         latency_ms = (time.perf_counter() - started) * 1000.0
         return classify(response.status, raw, latency_ms, self._redactor)
-
-    async def drain(self) -> None:
-        """Nothing to wait for: a cancelled aiohttp request closes its connection at once."""
-        return
 
     async def aclose(self) -> None:
         """Close the session and wait for its connections to close."""
@@ -189,14 +216,3 @@ class AiohttpSender:
             # Older aiohttp returns before its transports' close callbacks have run; one turn
             # of the loop runs them, in case the caller closes the loop right after.
             await asyncio.sleep(0)
-
-
-def tls_option(settings: CCRSettings) -> ssl.SSLContext | Literal[False]:
-    """The TLS setting for an https CCR: httpx's trust store, ``ca_file``, or no checks."""
-    if not settings.verify_tls:
-        return False
-    if settings.ca_file is not None:
-        return ssl.create_default_context(cafile=str(settings.ca_file))
-    import certifi  # httpx's dependency, and the store httpx verifies against
-
-    return ssl.create_default_context(cafile=certifi.where())

@@ -20,7 +20,18 @@ from typing import Any, TypeVar
 
 from ccr._clock import Clock
 from ccr._errors import ErrorCode, QuotaUnavailable
-from ccr._hooks import Hook
+from ccr._events import (
+    Emitter,
+    Event,
+    Hook,
+    QuotaOp,
+    QuotaStepEnded,
+    QuotaStepStarted,
+    QuotaStoreFailed,
+    QuotaWarned,
+    Route,
+    on,
+)
 from ccr._models import QuotaStatus, trusted, validate_workspace_id
 from ccr._quota._day import QuotaCalendar, QuotaDay
 from ccr._quota._store import QuotaCounts, QuotaStore
@@ -88,6 +99,18 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+def warning_hook(callback: QuotaWarningCallback) -> Hook:
+    """``on_quota_warning``, the convenience: an async callback awaited once per settle that
+    crossed thresholds, built as a hook on ``QuotaWarned``."""
+
+    @on(QuotaWarned)
+    def hook(event: Event) -> Awaitable[None]:
+        assert isinstance(event, QuotaWarned)
+        return callback(event.status)
+
+    return hook
+
+
 class QuotaManager:
     """Per-workspace daily token budgets over a :class:`QuotaStore`.
 
@@ -95,6 +118,9 @@ class QuotaManager:
     settings default; ``None`` = unlimited); a run-time override set with
     :meth:`set_limit` wins over it. Days end at local midnight in
     ``settings.quota_timezone``.
+
+    Events (``QuotaWarned``, ``QuotaStoreFailed``, and the quota steps of a route) go to
+    ``hooks`` (and ``on_warning``), or to the client's ``emitter`` when it builds the manager.
     """
 
     def __init__(
@@ -106,12 +132,16 @@ class QuotaManager:
         clock: Clock,
         hooks: Sequence[Hook] = (),
         on_warning: QuotaWarningCallback | None = None,
+        emitter: Emitter | None = None,
     ) -> None:
         self._store = store
         self._limit_for = limit_for
         self._clock = clock
-        self._hooks = tuple(hooks)
-        self._on_warning = on_warning
+        if emitter is None:
+            emitter = Emitter([*hooks, *([warning_hook(on_warning)] if on_warning is not None else [])])
+        elif hooks or on_warning is not None:
+            raise ValueError("give hooks and on_warning to the emitter, not next to it")
+        self._emitter = emitter
         self._thresholds = tuple(sorted(settings.quota_warning_thresholds))
         self._lowest = self._thresholds[0] if self._thresholds else None
         self._fail_closed = settings.quota_fail_mode == "closed"
@@ -132,13 +162,15 @@ class QuotaManager:
 
     # --- request path ------------------------------------------------------------------
 
-    async def reserve(self, workspace_id: str, tokens: int) -> Reservation:
+    async def reserve(self, workspace_id: str, tokens: int, *, route: Route | None = None) -> Reservation:
         """Hold ``tokens`` for a call, or refuse it if the budget cannot cover them.
 
         Never raises for a store failure: the fail mode decides (``checked=False``).
+        ``route``: the request this is for; its quota step is reported as events.
         """
         _check_workspace(workspace_id)
         _check_tokens("tokens", tokens)
+        self._step_started(route, "reserve")
         now = self._clock.now()
         day = self._calendar.today(now)
         reservation_id = f"{self._id_prefix}{next(self._id_counter):x}"
@@ -163,6 +195,7 @@ class QuotaManager:
             )
         except Exception as exc:  # any store failure goes to the fail mode
             self._store_failed("reserve", exc)
+            self._step_ended(route, "reserve", None, exc)
             return Reservation(
                 workspace_id,
                 reservation_id,
@@ -175,6 +208,7 @@ class QuotaManager:
             )
         self._store_ok()
         status = self._status(workspace_id, day, counts, refused=not counts.admitted)
+        self._step_ended(route, "reserve", status, None)
         return Reservation(
             workspace_id,
             reservation_id,
@@ -186,13 +220,22 @@ class QuotaManager:
             error=None if counts.admitted else ErrorCode.QUOTA_EXCEEDED,
         )
 
-    async def settle(self, reservation: Reservation, used_tokens: int) -> QuotaStatus | None:
+    async def settle(
+        self,
+        reservation: Reservation,
+        used_tokens: int,
+        *,
+        route: Route | None = None,
+        op: QuotaOp = "settle",
+    ) -> QuotaStatus | None:
         """Replace the reservation by the real usage; fire warnings crossed for the first time.
 
         Also for a reservation made while the store was down (the usage is counted if the
-        store is back). Returns ``None`` if the store cannot be reached.
+        store is back). Returns ``None`` if the store cannot be reached. ``op`` names the
+        step in events: ``charge`` when a cancelled call is charged its reservation.
         """
         _check_tokens("used_tokens", used_tokens)
+        self._step_started(route, op)
         workspace_id = reservation.workspace_id
         day = self._calendar.day(reservation.day)
         default_limit = self._limit_for(workspace_id)
@@ -210,29 +253,36 @@ class QuotaManager:
             # Cancelled meanwhile: the tokens were spent, so the settle still completes.
             counts = await self._call(step, self._settle_later)
         except Exception as exc:  # never fail a finished call over its accounting
-            self._store_failed("settle", exc)
+            self._store_failed(op, exc)
+            self._step_ended(route, op, None, exc)
             return None
         self._store_ok()
         status = self._status(workspace_id, day, counts)
+        self._step_ended(route, op, status, None)
         if counts.crossed:
             await self._warn(status, counts.crossed)
         return status
 
-    async def release(self, reservation: Reservation) -> None:
+    async def release(self, reservation: Reservation, *, route: Route | None = None) -> None:
         """Give the reservation back (the call failed or was cancelled); never raises."""
         if not (reservation.checked and reservation.admitted):
             return
+        self._step_started(route, "release")
+        step = self._store.release(
+            reservation.workspace_id,
+            reservation.day,
+            reservation.id,
+            now=self._clock.now().timestamp(),
+        )
         try:
-            await self._store.release(
-                reservation.workspace_id,
-                reservation.day,
-                reservation.id,
-                now=self._clock.now().timestamp(),
-            )
+            # Cancelled meanwhile: the release still completes (or the hold expires).
+            await self._call(step, self._release_later)
         except Exception as exc:  # the hold expires after reservation_ttl anyway
             self._store_failed("release", exc)
+            self._step_ended(route, "release", None, exc)
             return
         self._store_ok()
+        self._step_ended(route, "release", None, None)
 
     # --- operations --------------------------------------------------------------------
 
@@ -379,6 +429,9 @@ class QuotaManager:
     async def _settle_later(self, call: asyncio.Future[QuotaCounts]) -> None:
         await self._finish(call, "settle")
 
+    async def _release_later(self, call: asyncio.Future[None]) -> None:
+        await self._finish(call, "release")
+
     async def _release_if_held(
         self, call: asyncio.Future[QuotaCounts], workspace_id: str, day: str, reservation_id: str
     ) -> None:
@@ -435,8 +488,8 @@ class QuotaManager:
         """Tell everyone a workspace crossed thresholds; nothing here may fail the call.
 
         The store guarantees this runs once per workspace, threshold and day across all
-        processes. The callback is awaited inline (once per settle, however many
-        thresholds it crossed): warnings are rare, and awaiting keeps them ordered.
+        processes. Async hooks (``on_warning``) are awaited inline, once per settle however
+        many thresholds it crossed: warnings are rare, and awaiting keeps them ordered.
         """
         for threshold in crossed:
             log.warning(
@@ -446,16 +499,17 @@ class QuotaManager:
                 status.used_today,
                 status.daily_limit,
             )
-            for hook in self._hooks:
-                try:
-                    hook.on_quota_warning(status, threshold)
-                except Exception:
-                    log.exception("a quota warning hook failed; ignoring it")
-        if self._on_warning is not None:
-            try:
-                await self._on_warning(status)
-            except Exception:
-                log.exception("the on_warning callback failed; ignoring it")
+        await self._emitter.emit_async(QuotaWarned(status, tuple(crossed)))
+
+    def _step_started(self, route: Route | None, op: QuotaOp) -> None:
+        if route is not None and self._emitter.wants(QuotaStepStarted):
+            self._emitter.emit(QuotaStepStarted(route, op))
+
+    def _step_ended(
+        self, route: Route | None, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None
+    ) -> None:
+        if route is not None and self._emitter.wants(QuotaStepEnded):
+            self._emitter.emit(QuotaStepEnded(route, op, status, error))
 
     def _store_failed(self, op: str, exc: BaseException) -> None:
         if not self._store_down:
@@ -468,11 +522,8 @@ class QuotaManager:
             )
         else:
             log.debug("quota store still unavailable during %s (%s)", op, _describe(exc))
-        for hook in self._hooks:
-            try:
-                hook.on_quota_error(exc)
-            except Exception:
-                log.exception("a quota error hook failed; ignoring it")
+        if self._emitter.wants(QuotaStoreFailed):
+            self._emitter.emit(QuotaStoreFailed(op, exc))
 
     def _store_ok(self) -> None:
         if self._store_down:

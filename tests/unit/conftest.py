@@ -95,10 +95,19 @@ def clock() -> FakeClock:
 def make_client(fake_ccr: FakeCCR, clock: FakeClock) -> Callable[..., CCRClient]:
     clients: list[CCRClient] = []
 
-    def make(policy: RoutingPolicy | None = POLICY, hooks: Any = (), **settings: Any) -> CCRClient:
+    def make(
+        policy: RoutingPolicy | None = POLICY, hooks: Any = (), on_quota_warning: Any = None, **settings: Any
+    ) -> CCRClient:
         settings.setdefault("url", "http://ccr.test")
         http = httpx2.AsyncClient(transport=httpx2.MockTransport(fake_ccr.handler))
-        client = CCRClient(CCRSettings(**settings), policy=policy, http_client=http, hooks=hooks, clock=clock)
+        client = CCRClient(
+            CCRSettings(**settings),
+            policy=policy,
+            http_client=http,
+            hooks=hooks,
+            on_quota_warning=on_quota_warning,
+            clock=clock,
+        )
         clients.append(client)
         return client
 

@@ -15,9 +15,10 @@ from ccr import (
     CCRSettings,
     ErrorCode,
     MemoryQuotaStore,
-    NullHook,
+    RouteRequest,
     RoutingPolicy,
 )
+from ccr._routing import reservation_estimate
 
 REQ = {
     "workspace_id": "acme",
@@ -146,19 +147,27 @@ async def test_per_target_timeout_from_policy(make_client, fake_ccr):
     assert result.model == "backup,mid"
 
 
-async def test_cancellation_propagates_and_releases_the_reservation(make_client, fake_ccr):
-    """wait_for around route_request cancels at once; no task left, reservation released."""
+async def test_cancellation_cancels_the_request_and_charges_the_reservation(make_client, fake_ccr):
+    """wait_for cancels the request itself (no task left); a request CCR received is charged."""
     fake_ccr.set("up,mid", "hang")
     client = make_client(daily_token_limit=10_000)
     before = asyncio.all_tasks()
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(client.route_request(REQ), timeout=0.05)
-    fake_ccr.released.set()  # the abandoned request ends when CCR finally answers
-    await client.drain()
-    assert asyncio.all_tasks() == before
+    assert asyncio.all_tasks() == before  # nothing of ours is still running, without a drain
     status = await client.get_quota_status("acme")
     assert status.reserved == 0
-    assert status.used_today == 0
+    assert status.used_today == reservation_estimate(RouteRequest(**REQ))  # the upper bound
+
+
+async def test_quota_on_cancel_release_gives_the_reservation_back(make_client, fake_ccr):
+    """quota_on_cancel='release' trades the upper bound for never charging a cancelled call."""
+    fake_ccr.set("up,mid", "hang")
+    client = make_client(daily_token_limit=10_000, quota_on_cancel="release")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(client.route_request(REQ), timeout=0.05)
+    status = await client.get_quota_status("acme")
+    assert (status.reserved, status.used_today) == (0, 0)
 
 
 async def test_bad_input_raises_before_any_side_effect(make_client, fake_ccr):
@@ -233,8 +242,7 @@ async def test_quota_warning_on_result(make_client, fake_ccr):
     async def on_warning(status):
         warnings.append(status.used_today)
 
-    client = make_client(daily_token_limit=1000)
-    client.quota._on_warning = on_warning  # the constructor argument, set after the fixture
+    client = make_client(daily_token_limit=1000, on_quota_warning=on_warning)
     await client.quota.set_used("acme", 790)
     result = await client.route_request(REQ)
     assert result.quota_warning
@@ -293,11 +301,10 @@ async def test_all_open_chain_runs_in_order_anyway(make_client, fake_ccr):
 async def test_broken_hook_never_breaks_a_route(make_client, fake_ccr):
     """A hook that raises is logged and ignored."""
 
-    class Broken(NullHook):
-        def on_route_start(self, request, decision):
-            raise RuntimeError("exporter down")
+    def broken(event):
+        raise RuntimeError("exporter down")
 
-    result = await make_client(hooks=[Broken()]).route_request(REQ)
+    result = await make_client(hooks=[broken]).route_request(REQ)
     assert result.success
 
 

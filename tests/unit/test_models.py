@@ -129,8 +129,8 @@ def test_durations_accept_timedelta():
     assert CCRSettings(deadline=timedelta(minutes=2)).deadline == 120.0
 
 
-def test_trusted_equals_validated_and_falls_back_for_partial_values():
-    """trusted() builds the same model as validation; with fields missing it applies defaults."""
+def test_trusted_equals_validated_and_refuses_partial_values():
+    """trusted() builds the same model as validation; a missing or unknown field is a TypeError."""
     from ccr._models import Usage, trusted
 
     usage = trusted(Usage, input_tokens=3, output_tokens=4)
@@ -139,8 +139,25 @@ def test_trusted_equals_validated_and_falls_back_for_partial_values():
     assert repr(usage) == repr(Usage(input_tokens=3, output_tokens=4))
     with pytest.raises(ValidationError):
         usage.input_tokens = 5  # still frozen
-    partial = trusted(RouteResult, success=False, workspace_id="w", task="general")
-    assert partial.attempts == [] and partial.fallback_attempts == []
+    with pytest.raises(TypeError, match=r"missing \['output_tokens'\]"):
+        trusted(Usage, input_tokens=3)
+    with pytest.raises(TypeError, match=r"unknown \['total'\]"):
+        trusted(Usage, input_tokens=3, output_tokens=4, total=7)
+
+
+def test_result_builder_names_every_route_result_field():
+    """_results._result passes every RouteResult field (a forgotten new field fails here)."""
+    import inspect
+
+    from ccr._models import Complexity, RouteDecision, RouteRequest
+    from ccr._results import _result
+
+    request = RouteRequest(workspace_id="w", prompt="hi")
+    decision = RouteDecision(complexity=Complexity.LOW, chain=("up,a",), reason="r")
+    result = _result(request, decision, 0.0, success=True)
+    assert set(result.model_fields_set) == set(RouteResult.model_fields)
+    source = inspect.getsource(_result)
+    assert all(f"{name}=" in source for name in RouteResult.model_fields)
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ccr import CCRSettings, FakeClock, MemoryQuotaStore, NullHook, QuotaStatus, RedisQuotaStore
+from ccr import CCRSettings, FakeClock, MemoryQuotaStore, QuotaStatus, RedisQuotaStore
+from ccr._events import QuotaWarned
 from ccr._quota import QuotaManager, Reservation
 from ccr._quota._manager import KEY_MARGIN
 
@@ -110,14 +111,16 @@ class Model:
 # --- the machine ------------------------------------------------------------------------
 
 
-class WarningRecorder(NullHook):
+class WarningRecorder:
     __slots__ = ("seen",)
+
+    events = frozenset({QuotaWarned})
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, float]] = []
 
-    def on_quota_warning(self, status: QuotaStatus, threshold: float) -> None:
-        self.seen.append((status.workspace_id, threshold))
+    def __call__(self, event: QuotaWarned) -> None:
+        self.seen.extend((event.status.workspace_id, threshold) for threshold in event.thresholds)
 
 
 class QuotaMachine(RuleBasedStateMachine):

@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ccr._clock import FakeClock
 from ccr._errors import ErrorCode, QuotaUnavailable
-from ccr._hooks import NullHook
+from ccr._events import Event, QuotaStoreFailed, QuotaWarned
 from ccr._models import QuotaStatus
 from ccr._quota import (
     MemoryQuotaStore,
@@ -39,28 +39,23 @@ NEW_YORK = ZoneInfo("America/New_York")
 KOLKATA = ZoneInfo("Asia/Kolkata")
 
 
-class RecordingHook(NullHook):
-    """Remembers quota warnings and errors."""
+class RecordingHook:
+    """Remembers quota warnings (one entry per threshold) and store errors."""
 
     def __init__(self) -> None:
         self.warnings: list[tuple[QuotaStatus, float]] = []
         self.errors: list[BaseException] = []
 
-    def on_quota_warning(self, status: QuotaStatus, threshold: float) -> None:
-        self.warnings.append((status, threshold))
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, QuotaWarned):
+            self.warnings.extend((event.status, threshold) for threshold in event.thresholds)
+        elif isinstance(event, QuotaStoreFailed):
+            self.errors.append(event.error)
 
-    def on_quota_error(self, error: BaseException) -> None:
-        self.errors.append(error)
 
-
-class BrokenHook(NullHook):
-    """A hook whose every quota method raises."""
-
-    def on_quota_warning(self, status: QuotaStatus, threshold: float) -> None:
-        raise RuntimeError("exporter broke")
-
-    def on_quota_error(self, error: BaseException) -> None:
-        raise RuntimeError("exporter broke")
+def broken_hook(event: Event) -> None:
+    """A hook that raises on every event."""
+    raise RuntimeError("exporter broke")
 
 
 class FlakyStore(MemoryQuotaStore):
@@ -122,6 +117,7 @@ def make_manager(
         store: QuotaStore | None = None,
         limits: dict[str, int | None] | None = None,
         hooks: tuple[Any, ...] | None = None,
+        on_warning: Any = on_warning,
         **settings: Any,
     ) -> QuotaManager:
         settings.setdefault("daily_token_limit", 1000)
@@ -352,13 +348,11 @@ async def test_failing_hooks_and_callback_do_not_break_settle(
     async def broken(status: QuotaStatus) -> None:
         raise RuntimeError("pager down")
 
-    manager = make_manager(hooks=(BrokenHook(),))
-    manager._on_warning = broken
+    manager = make_manager(hooks=(broken_hook,), on_warning=broken)
     status = await use(manager, 900)
     assert status.warning
-    messages = [r.getMessage() for r in caplog.records if r.name == "ccr.quota"]
-    assert "a quota warning hook failed; ignoring it" in messages
-    assert "the on_warning callback failed; ignoring it" in messages
+    messages = [r.getMessage() for r in caplog.records if r.name == "ccr.events"]
+    assert messages == ["a hook failed on QuotaWarned; ignoring it"] * 2
 
 
 # --- days in a time zone ------------------------------------------------------------------
@@ -591,7 +585,7 @@ async def test_failing_error_hook_does_not_break_fail_open(
     """A hook raising from on_quota_error is swallowed; fail-open still admits."""
     store = FlakyStore()
     store.down = True
-    reservation = await make_manager(store=store, hooks=(BrokenHook(),)).reserve(W, 1)
+    reservation = await make_manager(store=store, hooks=(broken_hook,)).reserve(W, 1)
     assert reservation.admitted
 
 

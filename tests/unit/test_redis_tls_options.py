@@ -68,10 +68,8 @@ def test_ca_file_with_a_plaintext_url_is_refused(url):
 
 
 async def test_settings_reach_the_store():
-    """store_from_settings passes redis_ca_file; CCR's verify_tls and ca_file stay CCR's."""
-    settings = CCRSettings(
-        redis_url="rediss://127.0.0.1:6380/0", redis_ca_file=CA, verify_tls=False, ca_file="/nonexistent"
-    )
+    """store_from_settings passes redis_ca_file; CCR's verify_tls stays CCR's."""
+    settings = CCRSettings(redis_url="rediss://127.0.0.1:6380/0", redis_ca_file=CA, verify_tls=False)
     store = store_from_settings(settings)
     assert isinstance(store, RedisQuotaStore)
     options = tls_options(store)

@@ -9,7 +9,7 @@ import pytest
 from ccr._errors import ErrorCode
 from ccr._models import AttemptOutcome
 from ccr._redact import Redactor
-from ccr._transport import classify, parse_usage
+from ccr._transport import Verdict, classify, parse_usage
 
 R = Redactor(["sk-planted-secret-999"])
 
@@ -22,7 +22,7 @@ def body(**fields):
 def test_retryable_statuses_fall_back(status):
     """404 (unknown target), 408, 409, 429 and 5xx let the next target try."""
     reply = classify(status, body(error={"message": "x"}), 1.0, R)
-    assert reply.fall_back
+    assert reply.verdict is Verdict.FALL_BACK
     assert reply.stop_code is None
     assert reply.error_type == f"http_{status}"
 
@@ -39,7 +39,7 @@ def test_retryable_statuses_fall_back(status):
 def test_client_errors_stop_the_chain(status, code):
     """400/422 and 401/403 would fail the same way on every target."""
     reply = classify(status, body(error={"message": "nope"}), 1.0, R)
-    assert not reply.fall_back
+    assert reply.verdict is Verdict.STOP
     assert reply.stop_code is code
 
 
@@ -75,7 +75,7 @@ def test_broken_success_bodies_fall_back(raw):
     """Truncated, non-JSON, wrongly shaped or error bodies on a 200 are failures that fall back."""
     reply = classify(200, raw, 1.0, R)
     assert reply.outcome is AttemptOutcome.ERROR
-    assert reply.fall_back
+    assert reply.verdict is Verdict.FALL_BACK
 
 
 @pytest.mark.parametrize(

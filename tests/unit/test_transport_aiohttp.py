@@ -36,12 +36,10 @@ from ccr import (
     ConfigurationError,
     ErrorCode,
     HealthStatus,
-    NullHook,
-    NullObserver,
     RoutingPolicy,
 )
-from ccr._hooks import AttemptEnd, AttemptStart
-from ccr._transport import HttpxSender
+from ccr._events import AttemptEnded, AttemptStarted, Event
+from ccr._transport import Delivery, HttpxSender
 from ccr.testing import Behavior, FakeProvider, free_port
 
 POLICY = RoutingPolicy(chains={"standard": ["up,a", "backup,b"]})
@@ -188,23 +186,50 @@ async def test_deadline_exceeded_when_every_target_hangs(make, fp):
     assert result.latency_ms < 2000
 
 
-async def test_cancellation_leaves_no_task_and_releases_the_reservation(make, fp):
-    """wait_for around route_request raises; nothing lingers; the pool still works after."""
-    client = make(daily_token_limit=100_000, attempt_timeout=1.0)  # bounds the abandoned request
+def tasks_of_ours() -> set[asyncio.Task[Any]]:
+    """Running tasks whose coroutine is ccr's own (the fake servers' tasks are not ours)."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if (code := getattr(task.get_coro(), "cr_code", None)) is not None
+        and "/ccr/" in code.co_filename
+        and "/ccr/testing/" not in code.co_filename
+    }
+
+
+async def test_cancellation_leaves_no_task_and_charges_the_reservation(make, fp):
+    """wait_for cancels the request itself: no task of ours lingers, the hold is charged
+    (CCR received the request), and the pool still works after."""
+    client = make(daily_token_limit=100_000, attempt_timeout=30.0)
     assert (await client.route_request({**REQ, "workspace_id": "warm"})).success  # a pooled connection
     fp.set_behavior("up,a", Behavior.hang())
-    before = asyncio.all_tasks()
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(client.route_request(REQ), timeout=0.3)
-    await client.drain()
-    await asyncio.sleep(0)  # let cancelled helper tasks finish unwinding
-    assert asyncio.all_tasks() == before
+    assert tasks_of_ours() == set()  # at once: no abandoned request, no drain needed
     status = await client.get_quota_status("acme")
-    assert (status.used_today, status.reserved) == (0, 0)
+    assert status.reserved == 0
+    assert status.used_today > 0  # the reservation: the upstream may have done the work
     fp.set_behavior("up,a", Behavior.reply())
     after = await client.route_request(REQ)
     assert after.success
     assert after.model == "up,a"
+
+
+async def test_a_call_cancelled_before_its_request_was_written_is_released(make, fp):
+    """Cancelled while waiting for a pool slot: nothing reached CCR, so nothing is charged."""
+    client = make(daily_token_limit=100_000, attempt_timeout=30.0, max_connections=1)
+    fp.set_behavior("up,a", Behavior.hang())
+    holder = asyncio.create_task(client.route_request({**REQ, "workspace_id": "holder"}))
+    await fp.wait_for_calls("up,a", 1)  # the holder has the only connection
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(client.route_request(REQ), timeout=0.2)
+    assert fp.calls["up,a"] == 1  # the waiter never got to send
+    status = await client.get_quota_status("acme")
+    assert (status.used_today, status.reserved) == (0, 0)
+    holder.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+    assert tasks_of_ours() == set()
 
 
 async def test_headers_and_body_arrive(make, fp):
@@ -404,35 +429,23 @@ class GatedServer:
             self._connections.discard(task)
 
 
-class _CancelOnAttemptEnd(NullObserver):
-    def __init__(self, race: PoolRace) -> None:
-        self.race = race
-
-    def on_attempt_end(self, end: AttemptEnd) -> None:
-        self.race.tasks["victim"].cancel()
-
-
-class _AttemptStarted(NullObserver):
-    def __init__(self, started: asyncio.Event) -> None:
-        self.started = started
-
-    def on_attempt_start(self, start: AttemptStart, headers: dict[str, str]) -> None:
-        self.started.set()
-
-
-class PoolRace(NullHook):
+class PoolRace:
     """Call ``holder`` cancels call ``victim`` in the same step its attempt ends and frees the
     pool slot; every call reports when its attempt started."""
+
+    events = frozenset({AttemptStarted, AttemptEnded})
 
     def __init__(self) -> None:
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.started = {name: asyncio.Event() for name in ("holder", "victim", "next")}
 
-    def on_route_start(self, request: Any, decision: Any) -> NullObserver:
-        call = request.context["call"]
-        if call == "holder":
-            return _CancelOnAttemptEnd(self)
-        return _AttemptStarted(self.started[call])
+    def __call__(self, event: Event) -> None:
+        assert isinstance(event, AttemptStarted | AttemptEnded)
+        call = event.route.request.context["call"]
+        if isinstance(event, AttemptStarted):
+            self.started[call].set()
+        elif call == "holder":
+            self.tasks["victim"].cancel()
 
 
 async def test_a_cancelled_pool_waiter_passes_its_slot_on(make):
@@ -572,7 +585,7 @@ async def test_aiohttp_close_is_idempotent_and_final(fp):
     await client.aclose()
     await client.aclose()
     with pytest.raises(RuntimeError, match="closed"):
-        await client._sender.post_messages(b"{}", {}, 1.0)
+        await client._sender.post_messages(b"{}", {}, 1.0, Delivery())
 
 
 async def test_aiohttp_sender_is_bound_to_its_event_loop(fp):
@@ -584,7 +597,7 @@ async def test_aiohttp_sender_is_bound_to_its_event_loop(fp):
 
         def other_loop() -> None:
             try:
-                asyncio.run(client._sender.post_messages(b"{}", {}, 1.0))
+                asyncio.run(client._sender.post_messages(b"{}", {}, 1.0, Delivery()))
             except BaseException as exc:
                 errors.append(exc)
 
