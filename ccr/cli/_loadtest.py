@@ -23,18 +23,16 @@ from ccr.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from ccr._loadtest import LoadPlan, LoadReport, Progress, Regression
-    from ccr._policy import RoutingPolicy
-    from ccr._settings import CCRSettings
+    from ccr.ops.loadtest import LoadPlan, LoadReport, Progress, Regression
 
 DESCRIPTION = """\
 Drive route_request against a live CCR and check latency and error thresholds.
 
 Plans: a fixed run (--requests N --concurrency C), or a staged plan (the default when
 --requests is not given) of virtual users (--mode concurrency) or requests per second
-(--mode rate). The default stages mirror the k6 plan of DM-09.6: ramp-up 30s->20,
-steady 2m->50, spike 30s->100, recovery 30s->50, ramp-down 30s->0 (4 minutes);
---scale 0.1 runs it at a tenth of the durations and targets.
+(--mode rate). The default stages are: ramp-up 30s->20, steady 2m->50, spike
+30s->100, recovery 30s->50, ramp-down 30s->0 (4 minutes); --scale 0.1 runs them at a
+tenth of the durations and targets.
 
 Every request is a real model call (--max-tokens each) counted against the quota of
 --workspace. Progress goes to stderr once a second (on a terminal, or with --progress).
@@ -138,6 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ccr import CCRUnavailable, ConfigurationError
+    from ccr.ops.loadtest import compare, render_comparison, run_loadtest
+
     plan = build_plan(args)
     _check_numbers(args)
     out = Path(args.out) if args.out else None
@@ -145,10 +146,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"--out {out}: folder {out.parent} does not exist")
     baseline = _load_baseline(Path(args.compare)) if args.compare else None
     template = _request(args)
-    # One connection per worker (or request in flight): the pool must not be the bottleneck.
     settings = settings_from(args)
-    if settings.max_connections < plan.vus_cap:
-        settings = settings_from(args, max_connections=plan.vus_cap)
     policy = load_policy_file(settings)
     redactor = Redactor(settings.secrets())
 
@@ -158,44 +156,40 @@ def run(args: argparse.Namespace) -> int:
         redactor.clean(f"loadtest: {plan.describe()} against {settings.url}", limit=10_000), file=sys.stderr
     )
     try:
-        report = asyncio.run(_run(settings, policy, plan, template, printer, args.timeout, args.max_duration))
+        report = asyncio.run(
+            run_loadtest(
+                settings,
+                plan,
+                template,
+                policy=policy,
+                progress=printer.update if printer is not None else None,
+                grace=args.timeout,
+                max_duration=args.max_duration,
+                ccr_version=args.ccr_version,
+            )
+        )
+    except CCRUnavailable as exc:
+        print(redactor.clean(f"ccr-client: {exc}", limit=10_000), file=sys.stderr)
+        return 1
+    except ConfigurationError as exc:
+        raise BadInput(str(exc)) from None
     finally:
         if printer is not None:
             printer.close()
-    if isinstance(report, str):
-        print(redactor.clean(report, limit=10_000), file=sys.stderr)
-        return 1
-    report = report.model_copy(
-        update={
-            "ccr_version": args.ccr_version,
-            "url": settings.url,
-            "workload": {
-                "workspace": args.workspace,
-                "task": args.task,
-                "complexity": args.complexity,
-                "max_tokens": args.max_tokens,
-                "prompt_chars": len(args.prompt),
-                "timeout_s": args.timeout,
-                "quota_store": "redis" if settings.redis_url is not None else "memory",
-            },
-        }
-    ).with_thresholds(p95_ms=args.p95_ms, max_error_rate=args.max_error_rate, p99_ms=args.p99_ms)
+    report = report.with_thresholds(
+        p95_ms=args.p95_ms, max_error_rate=args.max_error_rate, p99_ms=args.p99_ms
+    )
 
     regressions: list[Regression] = []
     if baseline is not None:
-        from ccr._loadtest import compare
-
         regressions = compare(report, baseline, args.tolerance)
     if args.json:
         print(redactor.clean(report.model_dump_json(indent=2), limit=10_000_000))
     else:
         print(redactor.clean(report.summary(), limit=100_000))
         if baseline is not None:
-            print(
-                redactor.clean(
-                    _render_comparison(report, baseline, regressions, args.tolerance), limit=100_000
-                )
-            )
+            comparison = render_comparison(report, baseline, regressions, args.tolerance)
+            print(redactor.clean(comparison, limit=100_000))
     if out is not None:
         try:
             out.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -207,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
 
 def build_plan(args: argparse.Namespace) -> LoadPlan:
     """The plan the flags describe; ``BadInput`` for contradictions."""
-    from ccr._loadtest import LoadPlan
+    from ccr.ops.loadtest import LoadPlan
 
     kind = args.plan or ("fixed" if args.requests is not None else "staged")
     try:
@@ -271,7 +265,7 @@ def _request(args: argparse.Namespace) -> RouteRequest:
 
 
 def _load_baseline(path: Path) -> LoadReport:
-    from ccr._loadtest import LoadReport
+    from ccr.ops.loadtest import LoadReport
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -281,59 +275,6 @@ def _load_baseline(path: Path) -> LoadReport:
         return LoadReport.model_validate_json(text)
     except ValidationError as exc:
         raise BadInput(f"--compare {path}: not a loadtest result ({describe_validation(exc)})") from None
-
-
-async def _run(
-    settings: CCRSettings,
-    policy: RoutingPolicy | None,
-    plan: LoadPlan,
-    template: RouteRequest,
-    printer: _ProgressPrinter | None,
-    timeout: float,
-    max_duration: float | None,
-) -> LoadReport | str:
-    """The run, or why it could not start (CCR unreachable)."""
-    from prometheus_client import CollectorRegistry
-
-    from ccr._client import CCRClient
-    from ccr._errors import ConfigurationError
-    from ccr._loadtest import run_load
-    from ccr._models import HealthStatus
-
-    # Telemetry hooks stay on (their cost is part of the measurement), on a private registry.
-    client = CCRClient(settings, policy=policy, registry=CollectorRegistry())
-    try:
-        health = await client.health_check()
-        if health.status is HealthStatus.UNHEALTHY:
-            return f"ccr-client: CCR at {settings.url} cannot be reached ({health.error}); nothing was sent"
-        if policy is None:
-            try:
-                await client.load_policy()
-            except ConfigurationError as exc:
-                raise BadInput(str(exc)) from None
-        return await run_load(
-            client,
-            plan,
-            lambda _index: template,
-            progress=printer.update if printer is not None else None,
-            grace=timeout,
-            max_duration=max_duration,
-        )
-    finally:
-        await client.aclose()
-
-
-def _render_comparison(
-    report: LoadReport, baseline: LoadReport, regressions: list[Regression], tolerance: float
-) -> str:
-    stamp = f"{baseline.timestamp:%Y-%m-%d %H:%M:%S} UTC"
-    lines = [f"baseline    {stamp}, ccr-client {baseline.library_version}, CCR {baseline.ccr_version}"]
-    if baseline.plan != report.plan:
-        lines.append(f"            note: the baseline ran another plan ({baseline.plan.describe()})")
-    if not regressions:
-        lines.append(f"compare     no regression beyond {tolerance:.0%}")
-    lines.extend(f"REGRESSION  {regression.describe()}" for regression in regressions)
-    return "\n".join(lines)
 
 
 class _ProgressPrinter:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from pathlib import Path
 
 from ccr._redact import Redactor
@@ -40,19 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ccr._verify import run_checks
+    from ccr.ops.verify import render_json, render_junit, render_text, run_checks
 
     settings = settings_from(args)
-    policy = load_policy_file(settings)
+    # Read here only to turn an unusable file into exit 2; run_checks reads it again and
+    # names it as the policy's source.
+    load_policy_file(settings)
     junit = Path(args.junit) if args.junit else None
     if junit is not None and not junit.parent.is_dir():
         raise BadInput(f"--junit {junit}: folder {junit.parent} does not exist")
-    report = asyncio.run(run_checks(settings, policy=policy))
+    report = asyncio.run(run_checks(settings))
     redactor = Redactor(settings.secrets())
-    text = json.dumps(report.to_json_dict(), indent=2) if args.json else report.render_text()
+    text = render_json(report) if args.json else render_text(report)
     print(redactor.clean(text, limit=10_000_000))
     if junit is not None:
-        xml = redactor.clean(report.to_junit_xml(), limit=10_000_000) or ""
+        xml = redactor.clean(render_junit(report), limit=10_000_000) or ""
         try:
             junit.write_text(xml, encoding="utf-8")
         except OSError as exc:

@@ -10,8 +10,8 @@ from xml.etree import ElementTree
 import pytest
 import redis
 
-from ccr._verify import CHECK_NAMES
 from ccr.cli import main
+from ccr.ops.verify import CHECK_NAMES
 from ccr.testing import FAKE_PROVIDER_API_KEY, Behavior, LiveCCR, free_port
 
 pytestmark = pytest.mark.integration
@@ -56,8 +56,25 @@ def test_every_check_passes_on_a_healthy_stack(live_ccr, policy_file, capsys):
     assert lines[-1] == "8 passed, 0 failed"
     assert [line.split()[:2] for line in lines[:-1]] == [["PASS", name] for name in CHECK_NAMES]
     assert "http_404, then" in line_of(out, "fallback")
+    source = f"routing file {policy_file}" if policy_file else "CCR /api/config"
+    assert line_of(out, "targets_answer").endswith(f"; policy from {source}")
     for secret in live_ccr.secrets:
         assert secret not in out + err
+
+
+def test_policy_source_names_the_routing_file_from_the_environment(
+    live_ccr, ccr_policy, tmp_path, monkeypatch, capsys
+):
+    """CCR_ROUTING_FILE: targets_answer says the policy came from that file, never "given"."""
+    if ccr_policy is None:
+        pytest.skip("this CCR's policy comes from its /api/config: there is no routing file to name")
+    path = tmp_path / "policy.json"
+    path.write_text(ccr_policy.model_dump_json())
+    monkeypatch.setenv("CCR_ROUTING_FILE", str(path))
+    args = ["--url", live_ccr.url] + (["--api-key", live_ccr.api_key] if live_ccr.api_key else [])
+    code, out, _ = verify(capsys, *args)
+    assert code == 0, out
+    assert line_of(out, "targets_answer").endswith(f"; policy from routing file {path}")
 
 
 def test_spends_a_handful_of_tiny_requests(live_ccr, fake_provider, policy_file, capsys):

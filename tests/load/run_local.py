@@ -5,7 +5,7 @@ Starts :class:`ccr.testing.FakeProvider` and :class:`ccr.testing.LiveCCR` (1.0.7
 load generator does not share a GIL with the fake upstream), archives the results in
 ``tests/load/results/<UTC timestamp>.json`` and exits with the load test's code::
 
-    python tests/load/run_local.py                       # the k6 plan at --scale 0.1 (~24 s)
+    python tests/load/run_local.py                       # the default staged plan at --scale 0.1 (~24 s)
     python tests/load/run_local.py --redis               # quotas on a real redis-server
     python tests/load/run_local.py --requests 2000 --concurrency 16
     python tests/load/run_local.py --compare tests/load/results/<earlier>.json

@@ -1,4 +1,4 @@
-"""The load-test engine: plans, percentiles, thresholds, comparisons, archives, the runner."""
+"""``ccr.ops.loadtest``: plans, percentiles, thresholds, comparisons, archives, the runner."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ccr import RouteResult
-from ccr._loadtest import (
+from ccr import CCRSettings, CCRUnavailable, RouteRequest, RouteResult, __version__
+from ccr.cli import main
+from ccr.ops.loadtest import (
     DEFAULT_STAGES,
     LatencyStats,
     LoadPlan,
@@ -25,10 +26,12 @@ from ccr._loadtest import (
     format_duration,
     parse_duration,
     percentile,
+    render_comparison,
     run_load,
+    run_loadtest,
 )
-from ccr.cli import main
-from ccr.testing import free_port
+from ccr.testing import FakeProvider, free_port
+from tests.unit.conftest import POLICY
 
 REQ = {"workspace_id": "load", "prompt": "hi", "max_tokens": 8}
 
@@ -66,7 +69,7 @@ def test_format_duration_round_trips(seconds, text):
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-def test_default_plan_mirrors_the_k6_stages():
+def test_default_plan_is_the_four_minute_staged_plan():
     """Ramp-up 30s->20, steady 2m->50, spike 30s->100, recovery 30s->50, ramp-down 30s->0."""
     plan = LoadPlan.default()
     assert [(s.duration_s, s.target) for s in plan.stages] == [
@@ -303,6 +306,25 @@ def test_summary_mentions_the_numbers():
     assert "PASS p95 20.0 ms < 500 ms" in text
 
 
+def test_comparison_names_the_baseline_and_each_regression():
+    """The baseline's time and versions, a note when it ran another plan, one line per regression."""
+    baseline = make_report().model_copy(update={"ccr_version": "1.0.73"})
+    worse = make_report(p95=30).model_copy(update={"plan": LoadPlan.fixed(500, 2)})
+    text = render_comparison(worse, baseline, compare(worse, baseline, 0.2), 0.2)
+    assert text.splitlines() == [
+        f"baseline    2025-01-02 03:04:05 UTC, ccr-client {__version__}, CCR 1.0.73",
+        "            note: the baseline ran another plan (fixed: 1000 requests, concurrency 4)",
+        "REGRESSION  p95_ms: 20.0 -> 30.0 ms (+50.0% worse, tolerance 20%)",
+    ]
+
+
+def test_comparison_without_regressions_says_so():
+    """The same plan and no regression: the baseline line and "no regression beyond" the tolerance."""
+    baseline = make_report()
+    lines = render_comparison(make_report(), baseline, [], 0.25).splitlines()
+    assert lines[1:] == ["compare     no regression beyond 25%"]
+
+
 # --- the runner ---------------------------------------------------------------------------
 
 
@@ -410,6 +432,41 @@ async def test_progress_is_reported_while_running(make_client):
     assert seen[-1].requests >= seen[0].requests
     assert seen[0].stage == 1
     assert "requests" in seen[0].describe()
+
+
+async def test_run_loadtest_sends_the_plan_and_fills_the_archive_fields():
+    """Against a stand-in CCR: every request lands, and url, ccr_version and workload are recorded."""
+    request = RouteRequest(workspace_id="load", complexity="low", prompt="hi there", max_tokens=8, deadline=5)
+    async with FakeProvider() as fake:
+        report = await run_loadtest(
+            CCRSettings(url=fake.url),
+            LoadPlan.fixed(6, 2),
+            request,
+            policy=POLICY,
+            grace=5,
+            ccr_version="9.9.9",
+        )
+    assert report.requests == report.successes == 6 == fake.calls["up,small"]
+    assert report.url == fake.url
+    assert report.ccr_version == "9.9.9"
+    assert report.workload == {
+        "workspace": "load",
+        "task": "general",
+        "complexity": "low",
+        "max_tokens": 8,
+        "prompt_chars": 8,
+        "timeout_s": 5,
+        "quota_store": "memory",
+    }
+    assert report.thresholds == []
+
+
+async def test_run_loadtest_refuses_an_unreachable_ccr():
+    """CCR's /health cannot be reached: CCRUnavailable naming the URL, before any request."""
+    url = f"http://127.0.0.1:{free_port()}"
+    request = RouteRequest(workspace_id="load", prompt="hi")
+    with pytest.raises(CCRUnavailable, match=r"cannot be reached \(connect_error.*nothing was sent"):
+        await run_loadtest(CCRSettings(url=url), LoadPlan.fixed(3, 1), request, policy=POLICY)
 
 
 # --- the CLI without a CCR ----------------------------------------------------------------

@@ -1,21 +1,35 @@
-"""``verify`` against a fake CCR behind httpx2.MockTransport, and against a closed port."""
+"""``ccr.ops.verify`` and ``ccr-client verify`` against a fake CCR (behind httpx2.MockTransport,
+or a FakeProvider standing in for CCR on loopback) and against a closed port."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections import Counter
 from typing import Any
 from xml.etree import ElementTree
 
 import httpx2
 import pytest
 
-import ccr._verify as verify_module
+import ccr.ops.verify._checks as checks_module
 from ccr import CCRSettings, RoutingPolicy
-from ccr._verify import CHECK_NAMES, UNKNOWN_TARGET, VERIFY_MAX_TOKENS, CheckStatus, run_checks
 from ccr.cli import main
-from ccr.testing import free_port
+from ccr.ops.verify import (
+    CHECK_NAMES,
+    UNKNOWN_TARGET,
+    VERIFY_MAX_TOKENS,
+    CheckStatus,
+    render_json,
+    render_junit,
+    render_text,
+    run_checks,
+    summary_line,
+    to_json_dict,
+)
+from ccr.testing import Behavior, FakeProvider, free_port
+from ccr.testing.pytest_plugin import LoopThread
 from tests.unit.conftest import POLICY, FakeCCR
 
 PROVIDER_KEY = "prov-secret-0123456789"  # not key-shaped: only the learned key redacts it
@@ -65,10 +79,10 @@ async def test_healthy_ccr_passes_every_check_in_order(fake):
     """Every named check passes, in the documented order, and nothing else is reported."""
     report = await verify(fake)
     assert [c.name for c in report.checks] == list(CHECK_NAMES)
-    assert all(c.status is CheckStatus.PASS for c in report.checks), report.render_text()
+    assert all(c.status is CheckStatus.PASS for c in report.checks), render_text(report)
     assert report.ok
-    assert report.summary_line() == "8 passed, 0 failed"
-    assert report.render_text().splitlines()[-1] == "8 passed, 0 failed"
+    assert summary_line(report) == "8 passed, 0 failed"
+    assert render_text(report).splitlines()[-1] == "8 passed, 0 failed"
 
 
 async def test_spends_only_a_handful_of_tiny_requests(fake):
@@ -150,7 +164,7 @@ async def test_policy_derived_from_ccr_config_and_secrets_redacted(fake):
     assert targets.status is CheckStatus.FAIL
     assert "policy from CCR /api/config" in targets.detail
     assert "up,b (http_500" in targets.detail
-    outputs = [report.render_text(), json.dumps(report.to_json_dict()), report.to_junit_xml()]
+    outputs = [render_text(report), render_json(report), render_junit(report)]
     for text in outputs:
         assert PROVIDER_KEY not in text
         assert CCR_KEY not in text
@@ -219,7 +233,7 @@ async def test_quota_fails_when_redis_is_unreachable(fake):
     check = report.check("quota")
     assert check.status is CheckStatus.FAIL
     assert "Redis store unreachable" in check.detail
-    assert "hunter2secret" not in report.render_text()
+    assert "hunter2secret" not in render_text(report)
 
 
 async def test_telemetry_sees_metric_and_span_tree(fake):
@@ -232,12 +246,12 @@ async def test_telemetry_sees_metric_and_span_tree(fake):
 
 async def test_telemetry_skips_spans_without_the_sdk(fake, monkeypatch):
     """Without opentelemetry-sdk the spans are not checked: SKIP with the reason."""
-    monkeypatch.setattr(verify_module, "_otel_sdk", lambda: None)
+    monkeypatch.setattr(checks_module, "_otel_sdk", lambda: None)
     report = await verify(fake)
     check = report.check("telemetry")
     assert check.status is CheckStatus.SKIP
     assert "opentelemetry-sdk is not installed" in check.detail
-    assert report.summary_line() == "7 passed, 0 failed, 1 skipped"
+    assert summary_line(report) == "7 passed, 0 failed, 1 skipped"
     assert report.ok
 
 
@@ -253,14 +267,14 @@ async def test_closed_port_fails_reachable_fast_and_skips_the_rest():
     assert got["quota"] is CheckStatus.PASS
     skipped = [n for n in CHECK_NAMES if n not in ("reachable", "quota")]
     assert all(got[n] is CheckStatus.SKIP for n in skipped)
-    assert report.summary_line() == "1 passed, 1 failed, 6 skipped"
+    assert summary_line(report) == "1 passed, 1 failed, 6 skipped"
 
 
 async def test_junit_report_has_one_testcase_per_check(fake):
     """The JUnit XML names every check, with failure and skipped elements where due."""
     fake.set("backup,big", 503)
     report = await verify(fake)
-    root = ElementTree.fromstring(report.to_junit_xml())
+    root = ElementTree.fromstring(render_junit(report))
     suite = root.find("testsuite")
     assert suite is not None
     assert suite.get("tests") == "8"
@@ -312,3 +326,95 @@ def test_help_says_what_it_spends(capsys):
     out = capsys.readouterr().out
     assert "max_tokens=8" in out
     assert "handful of tiny model calls" in out
+
+
+async def test_json_dict_has_the_documented_keys(fake):
+    """to_json_dict: url, checks, the three counts and requests_sent; render_json is it, indented."""
+    report = await verify(fake)
+    data = to_json_dict(report)
+    assert set(data) == {"url", "checks", "passed", "failed", "skipped", "requests_sent"}
+    assert render_json(report) == json.dumps(data, indent=2)
+
+
+async def test_policy_source_is_given_for_a_policy_object(fake, tmp_path):
+    """A policy passed in is named "given" and wins over a routing file in the settings."""
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"chains": {"standard": ["up,small"]}}))
+    report = await verify(fake, routing_file=path)
+    detail = report.check("targets_answer").detail
+    assert detail.startswith(f"{len(POLICY.targets())} target(s) answered")
+    assert detail.endswith("; policy from given")
+
+
+async def test_an_unreadable_routing_file_fails_the_target_checks(fake, tmp_path):
+    """A broken routing file is reported on the checks that need targets; run_checks does not raise."""
+    path = tmp_path / "policy.json"
+    path.write_text("{not json")
+    report = await verify(fake, policy=None, routing_file=path)
+    check = report.check("targets_answer")
+    assert check.status is CheckStatus.FAIL
+    assert check.detail.startswith(f"no routing policy: policy file {path}: not valid json")
+    assert report.check("reachable").status is CheckStatus.PASS
+    assert report.check("quota").status is CheckStatus.PASS
+
+
+async def test_probes_are_pinned_and_spend_no_quota(fake):
+    """Each probe calls its target alone, once, even with a daily limit that refuses every route."""
+    fake.set("up,mid", 503)
+    report = await verify(fake, daily_token_limit=1)
+    targets = report.check("targets_answer")
+    assert "1 of 5 target(s) did not answer: up,mid (http_503, status 503" in targets.detail
+    assert "quota_exceeded" in report.check("route_low").detail
+    assert fake.calls == Counter(dict.fromkeys(POLICY.targets(), 1))  # no fallback after up,mid
+
+
+# --- the command, against a FakeProvider standing in for CCR on loopback --------------------
+
+
+@pytest.fixture
+def ccr_stand_in():
+    """A FakeProvider on its own loop thread, answering /health and /v1/messages as CCR would."""
+    loop = LoopThread()
+    fake = FakeProvider()
+    loop.run(fake.start())
+    fake.set_behavior(UNKNOWN_TARGET, Behavior.status(404))
+    try:
+        yield fake
+    finally:
+        loop.run(fake.stop())
+        loop.close()
+
+
+def _targets_line(out: str) -> str:
+    return next(line for line in out.splitlines() if line.split()[1:2] == ["targets_answer"])
+
+
+def test_cli_names_the_routing_file_as_the_policy_source(ccr_stand_in, tmp_path, capsys):
+    """--routing-file: targets_answer says "policy from routing file <path>", not "given"."""
+    path = tmp_path / "policy.json"
+    path.write_text(POLICY.model_dump_json())
+    code = main(["verify", "--url", ccr_stand_in.url, "--routing-file", str(path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert _targets_line(out).endswith(f"; policy from routing file {path}")
+
+
+def test_cli_names_the_routing_file_from_the_environment(ccr_stand_in, tmp_path, capsys, monkeypatch):
+    """CCR_ROUTING_FILE: the same source line as the flag."""
+    path = tmp_path / "policy.json"
+    path.write_text(POLICY.model_dump_json())
+    monkeypatch.setenv("CCR_ROUTING_FILE", str(path))
+    code = main(["verify", "--url", ccr_stand_in.url])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert _targets_line(out).endswith(f"; policy from routing file {path}")
+
+
+def test_cli_unreadable_routing_file_is_bad_input(tmp_path, capsys):
+    """An unreadable --routing-file is one line on stderr and exit 2, before anything is sent."""
+    path = tmp_path / "policy.json"
+    path.write_text("{not json")
+    assert main(["verify", "--url", f"http://127.0.0.1:{free_port()}", "--routing-file", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"ccr-client: error: policy file {path}")

@@ -1,58 +1,57 @@
-"""``verify``: a fixed list of named checks against a live CCR, returned as data.
+"""The checks of ``verify``: a fixed list, each bounded in time, run against a live CCR.
 
-Each check is bounded in time and spends at most a few tiny model calls
-(``max_tokens`` = :data:`VERIFY_MAX_TOKENS`):
+Each check spends at most a few tiny model calls (``max_tokens`` =
+:data:`VERIFY_MAX_TOKENS`), all through :class:`ccr.CCRClient`:
 
 ============== ==================================================== ===================
 check          what it does                                         model calls
 ============== ==================================================== ===================
 reachable      ``/health`` through ``health_check()``               none
-targets_answer one tiny request to every policy target              one per target
+targets_answer one route pinned to each policy target (``target=``)  one per target
 route_<c>      a route of complexity ``c`` lands on its first target one per chain
 fallback       chain ``[unknown provider, working target]``          one (plus a 404)
 quota          reserve/settle/status on a scratch workspace         none
 telemetry      one route; ``ccr_requests_total`` moved, spans made   one
 ============== ==================================================== ===================
 
-Every detail string is redacted (the CCR api key, the Redis URL and the provider keys
-learned from CCR's config never appear).
+Every detail string is redacted with :meth:`ccr.CCRClient.redact` (the CCR api key, the
+Redis URL and the provider keys learned from CCR's config never appear).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from xml.etree import ElementTree
 
-import httpx2
-from pydantic import BaseModel, ConfigDict
-
-from ccr._client import CCRClient, _default_http_client
-from ccr._errors import ConfigurationError, QuotaUnavailable
-from ccr._models import AttemptOutcome, Complexity, HealthStatus, RouteResult
-from ccr._policy import RoutingPolicy
-from ccr._quota import MemoryQuotaStore, QuotaStore
-from ccr._redact import Redactor
-from ccr._settings import CCRSettings
-from ccr._transport import post_messages
+from ccr import (
+    AttemptOutcome,
+    CCRClient,
+    CCRSettings,
+    Complexity,
+    ConfigurationError,
+    HealthStatus,
+    MemoryQuotaStore,
+    QuotaStore,
+    QuotaUnavailable,
+    RouteRequest,
+    RouteResult,
+    RoutingPolicy,
+)
+from ccr.ops.verify._report import CheckResult, CheckStatus, VerifyReport
 
 if TYPE_CHECKING:
+    import httpx2
     from prometheus_client import CollectorRegistry
 
 __all__ = [
     "CHECK_NAMES",
     "UNKNOWN_TARGET",
     "VERIFY_MAX_TOKENS",
-    "CheckResult",
-    "CheckStatus",
-    "VerifyReport",
     "run_checks",
 ]
 
@@ -87,143 +86,15 @@ _RESERVE_TOKENS = 100
 _SETTLE_TOKENS = 40
 _DETAIL_LIMIT = 2000
 
-
-class CheckStatus(StrEnum):
-    """The verdict of one check."""
-
-    PASS = "PASS"  # noqa: S105 - a verdict, not a password
-    FAIL = "FAIL"
-    SKIP = "SKIP"
+Check = Callable[[], Awaitable[tuple[CheckStatus, str]]]
 
 
-class CheckResult(BaseModel):
-    """One named check: its verdict, a one-line detail (or reason) and how long it took."""
+def _bounded_settings(settings: CCRSettings) -> CCRSettings:
+    """``settings`` with every timeout capped so that no check can hang.
 
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    status: CheckStatus
-    detail: str
-    duration_ms: float = 0.0
-
-
-class VerifyReport(BaseModel):
-    """Every check in :data:`CHECK_NAMES` order, and the counts."""
-
-    model_config = ConfigDict(frozen=True)
-
-    url: str
-    checks: list[CheckResult]
-    requests_sent: int = 0
-    """Model calls made (each ``max_tokens`` <= :data:`VERIFY_MAX_TOKENS`)."""
-    started_at: datetime
-
-    @property
-    def passed(self) -> int:
-        return sum(c.status is CheckStatus.PASS for c in self.checks)
-
-    @property
-    def failed(self) -> int:
-        return sum(c.status is CheckStatus.FAIL for c in self.checks)
-
-    @property
-    def skipped(self) -> int:
-        return sum(c.status is CheckStatus.SKIP for c in self.checks)
-
-    @property
-    def ok(self) -> bool:
-        """Nothing failed (skips are fine)."""
-        return self.failed == 0
-
-    def check(self, name: str) -> CheckResult:
-        """The result of the check called ``name``."""
-        for result in self.checks:
-            if result.name == name:
-                return result
-        raise KeyError(name)
-
-    def summary_line(self) -> str:
-        """``N passed, M failed`` (``, K skipped`` when any were skipped)."""
-        line = f"{self.passed} passed, {self.failed} failed"
-        return line + (f", {self.skipped} skipped" if self.skipped else "")
-
-    def render_text(self) -> str:
-        """One line per check, then the summary line."""
-        width = max((len(c.name) for c in self.checks), default=0)
-        lines = [f"{c.status.value} {c.name.ljust(width)}  {c.detail}" for c in self.checks]
-        lines.append(self.summary_line())
-        return "\n".join(lines)
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """``{checks: [{name, status, detail, duration_ms}], passed, failed, skipped, ...}``."""
-        return {
-            "url": self.url,
-            "checks": [
-                {
-                    "name": c.name,
-                    "status": c.status.value,
-                    "detail": c.detail,
-                    "duration_ms": round(c.duration_ms, 3),
-                }
-                for c in self.checks
-            ],
-            "passed": self.passed,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "requests_sent": self.requests_sent,
-        }
-
-    def to_junit_xml(self) -> str:
-        """A JUnit XML report: one ``testsuite``, one ``testcase`` per check."""
-        total_s = sum(c.duration_ms for c in self.checks) / 1000.0
-        suites = ElementTree.Element(
-            "testsuites",
-            name="ccr-client verify",
-            tests=str(len(self.checks)),
-            failures=str(self.failed),
-            errors="0",
-            skipped=str(self.skipped),
-            time=f"{total_s:.3f}",
-        )
-        suite = ElementTree.SubElement(
-            suites,
-            "testsuite",
-            name="ccr-client verify",
-            tests=str(len(self.checks)),
-            failures=str(self.failed),
-            errors="0",
-            skipped=str(self.skipped),
-            time=f"{total_s:.3f}",
-            timestamp=self.started_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-        )
-        properties = ElementTree.SubElement(suite, "properties")
-        ElementTree.SubElement(properties, "property", name="ccr.url", value=self.url)
-        ElementTree.SubElement(properties, "property", name="requests_sent", value=str(self.requests_sent))
-        for result in self.checks:
-            case = ElementTree.SubElement(
-                suite,
-                "testcase",
-                classname="ccr.verify",
-                name=result.name,
-                time=f"{result.duration_ms / 1000.0:.3f}",
-            )
-            if result.status is CheckStatus.FAIL:
-                failure = ElementTree.SubElement(case, "failure", message=result.detail)
-                failure.text = result.detail
-            elif result.status is CheckStatus.SKIP:
-                ElementTree.SubElement(case, "skipped", message=result.detail)
-            else:
-                ElementTree.SubElement(case, "system-out").text = result.detail
-        ElementTree.indent(suites)
-        body = ElementTree.tostring(suites, encoding="unicode")
-        return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
-
-
-# --- running ---------------------------------------------------------------------------
-
-
-def bounded_settings(settings: CCRSettings) -> CCRSettings:
-    """``settings`` with every timeout capped so that no check can hang."""
+    Attempts go through the default httpx sender, as they always have for verify: the
+    aiohttp sender is an optional extra that may not be installed where verify runs.
+    """
     return settings.model_copy(
         update={
             "health_timeout": min(settings.health_timeout, _HEALTH_TIMEOUT),
@@ -232,6 +103,7 @@ def bounded_settings(settings: CCRSettings) -> CCRSettings:
             "attempt_timeout": min(settings.attempt_timeout, _ATTEMPT_TIMEOUT),
             "deadline": min(settings.deadline, _DEADLINE),
             "quota_timeout": min(settings.quota_timeout, _QUOTA_TIMEOUT),
+            "transport": "httpx",
         }
     )
 
@@ -246,22 +118,17 @@ async def run_checks(
     """Run every check in :data:`CHECK_NAMES` against the CCR of ``settings``.
 
     The policy is ``policy``, else ``settings.routing_file``, else derived from CCR's
-    ``/api/config``. ``http_client`` (e.g. over ``httpx2.MockTransport``) and
-    ``quota_store`` are for tests; by default verify builds its own and closes them.
-    Never raises for CCR or Redis trouble: it is reported as a failed check.
+    ``/api/config``; the ``targets_answer`` detail says which. Verify builds its own
+    clients, which own their connection pools; ``http_client`` (e.g. over
+    ``httpx2.MockTransport``) and ``quota_store`` are for tests. Never raises for CCR,
+    Redis or policy trouble: it is reported as a failed check.
     """
-    settings = bounded_settings(settings)
-    http = http_client if http_client is not None else _default_http_client(settings)
+    run = _Run(_bounded_settings(settings), policy, http_client, quota_store)
     try:
-        run = _Run(settings, policy, http, quota_store)
-        try:
-            return await run.all()
-        finally:
-            await run.cleanup()
-            await run.aclose()
+        return await run.all()
     finally:
-        if http_client is None:
-            await http.aclose()
+        await run.cleanup()
+        await run.aclose()
 
 
 class _Run:
@@ -271,20 +138,22 @@ class _Run:
         self,
         settings: CCRSettings,
         policy: RoutingPolicy | None,
-        http: httpx2.AsyncClient,
+        http_client: httpx2.AsyncClient | None,
         quota_store: QuotaStore | None,
     ) -> None:
         self.settings = settings
-        self.http = http
-        self.redactor = Redactor(settings.secrets())
+        self.http = http_client
         self.policy_error: str | None = None
-        self.policy_source = "given"
-        if policy is None and settings.routing_file is not None:
+        if policy is not None:
+            self.policy_source = "given"
+        elif settings.routing_file is not None:
             self.policy_source = f"routing file {settings.routing_file}"
             try:
                 policy = RoutingPolicy.from_file(settings.routing_file)
             except ConfigurationError as exc:
                 self.policy_error = str(exc)
+        else:
+            self.policy_source = "CCR /api/config"
         self.policy = policy
         if quota_store is not None:
             self.store_label = type(quota_store).__name__
@@ -292,7 +161,11 @@ class _Run:
             self.store_label = "Redis store"
         else:
             self.store_label = "memory store"
-        self.client = CCRClient(settings, policy=policy, http_client=http, quota_store=quota_store, hooks=[])
+        # The routing file was read above, once: the clients get the policy itself.
+        self.client_settings = settings.model_copy(update={"routing_file": None})
+        self.client = CCRClient(
+            self.client_settings, policy=policy, http_client=http_client, quota_store=quota_store, hooks=[]
+        )
         self.suffix = secrets.token_hex(4)
         self.quota_workspace = f"ccr-verify-{self.suffix}"
         self.route_workspace = f"ccr-verify-{self.suffix}-routes"
@@ -307,12 +180,11 @@ class _Run:
     async def all(self) -> VerifyReport:
         results = [await self._timed("reachable", self.check_reachable)]
         if self.reachable and self.policy is None and self.policy_error is None:
-            self.policy_source = "CCR /api/config"
             try:
                 self.policy = await self.client.load_policy()
             except ConfigurationError as exc:
                 self.policy_error = str(exc)
-        steps: list[tuple[str, Callable[[], Awaitable[tuple[CheckStatus, str]]]]] = [
+        steps: list[tuple[str, Check]] = [
             ("targets_answer", self.check_targets),
             *((f"route_{c.value}", self.route_check(c)) for c in Complexity),
             ("fallback", self.check_fallback),
@@ -330,11 +202,22 @@ class _Run:
 
     def clean(self, text: str) -> str:
         """Redact with the settings' secrets and the provider keys CCR's config showed."""
-        # The client learns provider keys while reading /api/config.
-        cleaned = self.client._redactor.clean(text, limit=_DETAIL_LIMIT)
-        return self.redactor.clean(cleaned, limit=_DETAIL_LIMIT) or ""
+        # The main client learns provider keys while it reads /api/config.
+        return self.client.redact(text, limit=_DETAIL_LIMIT)
 
-    async def _timed(self, name: str, check: Callable[[], Awaitable[tuple[CheckStatus, str]]]) -> CheckResult:
+    def side_client(
+        self, policy: RoutingPolicy, *, settings: CCRSettings | None = None, **options: Any
+    ) -> CCRClient:
+        """A client of its own for one check, on a memory quota store (no real quota spent)."""
+        return CCRClient(
+            settings if settings is not None else self.client_settings,
+            policy=policy,
+            http_client=self.http,
+            quota_store=MemoryQuotaStore(),
+            **options,
+        )
+
+    async def _timed(self, name: str, check: Check) -> CheckResult:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(_CHECK_TIMEOUT):
@@ -356,6 +239,19 @@ class _Run:
             reason = self.policy_error or "none given and none derived from CCR"
             return CheckStatus.FAIL, f"no routing policy: {reason}"
         return None
+
+    async def _route(self, client: CCRClient, **fields: Any) -> RouteResult:
+        """One tiny request through ``client``; counts the model calls it made."""
+        request = RouteRequest(
+            workspace_id=self.route_workspace,
+            task=_TASK,
+            prompt=_PROMPT,
+            max_tokens=VERIFY_MAX_TOKENS,
+            **fields,
+        )
+        result = await client.route_request(request)
+        self.requests_sent += sum(a.outcome is not AttemptOutcome.SKIPPED for a in result.attempts)
+        return result
 
     # --- 1. reachable -------------------------------------------------------------
 
@@ -385,7 +281,13 @@ class _Run:
             return blocked
         assert self.policy is not None
         targets = self.policy.targets()
-        replies = await asyncio.gather(*(self._probe(target) for target in targets))
+        # Probes must not spend the workspace's real quota, nor be refused by its limit.
+        probe_settings = self.client_settings.model_copy(update={"daily_token_limit": None})
+        probes = self.side_client(self.policy, settings=probe_settings, hooks=[])
+        try:
+            replies = await asyncio.gather(*(self._probe(probes, target) for target in targets))
+        finally:
+            await probes.aclose()
         failed: list[str] = []
         answered: list[str] = []
         for target, (ok, text) in zip(targets, replies, strict=True):
@@ -407,37 +309,22 @@ class _Run:
             f"{len(targets)} target(s) answered: " + ", ".join(answered) + f"; {source}",
         )
 
-    async def _probe(self, target: str) -> tuple[bool, str]:
-        """One tiny request straight to ``target``: (answered, latency or why not)."""
-        body = {
-            "model": target,
-            "max_tokens": VERIFY_MAX_TOKENS,
-            "messages": [{"role": "user", "content": _PROMPT}],
-        }
-        content = json.dumps(body, separators=(",", ":")).encode()
-        headers = {
-            "content-type": "application/json",
-            "anthropic-version": "2023-06-01",
-            **self.settings.auth_headers(),
-        }
-        self.requests_sent += 1
-        reply = await post_messages(
-            self.http,
-            self.settings.url + "/v1/messages",
-            content,
-            headers,
-            self.settings.attempt_timeout,
-            self.redactor,
-        )
-        if reply.outcome is AttemptOutcome.SUCCESS:
-            return True, f"{reply.latency_ms:.0f} ms"
-        status = f", status {reply.status_code}" if reply.status_code is not None else ""
-        message = f": {reply.error_message}" if reply.error_message else ""
-        return False, f"{reply.error_type}{status}{message}"
+    async def _probe(self, client: CCRClient, target: str) -> tuple[bool, str]:
+        """One tiny request pinned to ``target`` (no fallback): (answered, latency or why not)."""
+        result = await self._route(client, target=target)
+        attempt = result.attempts[0] if result.attempts else None
+        if attempt is None:  # refused before any call (the quota store, say)
+            code = result.error.value if result.error else "error"
+            return False, f"{code}: {result.error_message}"
+        if result.success:
+            return True, f"{attempt.latency_ms:.0f} ms"
+        status = f", status {attempt.status_code}" if attempt.status_code is not None else ""
+        message = f": {attempt.error_message}" if attempt.error_message else ""
+        return False, f"{attempt.error_type}{status}{message}"
 
     # --- 3. route_<complexity> --------------------------------------------------------
 
-    def route_check(self, complexity: Complexity) -> Callable[[], Awaitable[tuple[CheckStatus, str]]]:
+    def route_check(self, complexity: Complexity) -> Check:
         async def check() -> tuple[CheckStatus, str]:
             blocked = self._needs_ccr() or self._needs_policy()
             if blocked is not None:
@@ -446,7 +333,7 @@ class _Run:
             chain = self.policy.chains.get(complexity)
             if not chain:
                 return CheckStatus.SKIP, f"the policy has no {complexity.value} chain"
-            result = await self._route(self.client, complexity)
+            result = await self._route(self.client, complexity=complexity)
             first = chain[0]
             if result.success and result.model == first:
                 return (
@@ -456,19 +343,6 @@ class _Run:
             return CheckStatus.FAIL, _route_failure(result, expected=first)
 
         return check
-
-    async def _route(self, client: CCRClient, complexity: Complexity) -> RouteResult:
-        result = await client.route_request(
-            {
-                "workspace_id": self.route_workspace,
-                "task": _TASK,
-                "complexity": complexity,
-                "prompt": _PROMPT,
-                "max_tokens": VERIFY_MAX_TOKENS,
-            }
-        )
-        self.requests_sent += sum(a.outcome is not AttemptOutcome.SKIPPED for a in result.attempts)
-        return result
 
     # --- 4. fallback -------------------------------------------------------------------
 
@@ -485,15 +359,9 @@ class _Run:
         preferred = self.policy.chains[self.policy.default_complexity]
         working = next((t for t in preferred if t in self.working), self.working[0])
         policy = RoutingPolicy(chains={Complexity.STANDARD: (UNKNOWN_TARGET, working)})
-        client = CCRClient(
-            self.settings,
-            policy=policy,
-            http_client=self.http,
-            quota_store=MemoryQuotaStore(),
-            hooks=[],
-        )
+        client = self.side_client(policy, hooks=[])
         try:
-            result = await self._route(client, Complexity.STANDARD)
+            result = await self._route(client, complexity=Complexity.STANDARD)
         finally:
             await client.aclose()
         first = result.attempts[0] if result.attempts else None
@@ -562,6 +430,8 @@ class _Run:
     # --- 6. telemetry ---------------------------------------------------------------------
 
     async def check_telemetry(self) -> tuple[CheckStatus, str]:
+        """One route through a client with the default exporters, on a private registry
+        and an in-memory span exporter: the metric moved and the span tree is there."""
         blocked = self._needs_ccr() or self._needs_policy()
         if blocked is not None:
             return blocked
@@ -574,17 +444,10 @@ class _Run:
         exporter: Any = None
         if sdk is not None:
             provider, exporter = sdk
-        client = CCRClient(
-            self.settings,
-            policy=self.policy,
-            http_client=self.http,
-            quota_store=MemoryQuotaStore(),
-            registry=registry,
-            tracer_provider=provider,
-        )
+        client = self.side_client(self.policy, registry=registry, tracer_provider=provider)
         try:
             before = _requests_total(registry)
-            result = await self._route(client, self.policy.default_complexity)
+            result = await self._route(client, complexity=self.policy.default_complexity)
             after = _requests_total(registry)
         finally:
             await client.aclose()
