@@ -16,13 +16,14 @@ Afterwards nothing may be left: no reserved tokens (after ``drain()``), no task,
 socket beyond the HTTP pool, no pool slot held by a connection nobody uses, and every
 task that accepted ``cancel()`` must have ended cancelled. The client must still serve.
 
-The storm runs once per sender (report ``cancellation_storm`` for httpx,
-``cancellation_storm_aiohttp``). They differ in what a cancelled call leaves: the httpx
-sender lets the abandoned request finish on its pooled connection (``drain()`` waits for
-it), so the pool also serves requests nobody waits for and calls queue for its slots; the
-aiohttp sender cancels the request inside aiohttp, which closes the connection it was
-using or opening at once, so the next call opens a new one. The pool checks read each
-stack's own pool: httpcore's connections, or the aiohttp sender's slots and connector.
+The storm runs once per sender (report ``cancellation_storm`` for httpx2,
+``cancellation_storm_aiohttp``). Both cancel the request itself: httpcore2 or aiohttp
+closes the connection it was using or opening at once, so the next call opens a new one
+(httpcore 1.0.9 lost a pool slot that way, encode/httpcore#1093; the httpx sender no
+longer needs the protective task that let abandoned requests finish). The pool checks
+read each stack's own pool: httpcore2's connections, or the aiohttp sender's slots and
+connector. A call cancelled after its request was written is charged its reservation, so
+the tokens counted are bounded by what callers saw plus one reservation per cancelled call.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from collections import Counter
 
 import pytest
 
-from ccr import CCRClient, CCRSettings, NullHook, NullObserver
+from ccr import CCRClient, CCRSettings, RouteRequest
+from ccr._events import AttemptEnded, AttemptStarted, Event, QuotaStepStarted, RouteEnded, RouteStarted
+from ccr._routing import reservation_estimate
 from ccr._transport import HttpxSender
 from ccr._transport_aiohttp import AiohttpSender
 from ccr.testing import Behavior
@@ -50,33 +53,7 @@ SEED = 8
 STEPS = ("reserve", "call", "settle")
 
 
-class _StepObserver(NullObserver):
-    __slots__ = ("_call", "_probe", "_task")
-
-    def __init__(self, probe: StepProbe, call: int) -> None:
-        self._probe, self._call = probe, call
-        self._task = asyncio.current_task()
-
-    def _enter(self, step: str) -> None:
-        self._probe.step[self._call] = step
-        aim = self._probe.aims.get(self._call)
-        if aim is not None and aim[0] == step and self._task is not None:
-            self._probe.fire(self._call, self._task, aim[1])
-
-    def on_quota_start(self, op):
-        self._enter(op)
-
-    def on_attempt_start(self, start, headers):
-        self._enter("call")
-
-    def on_attempt_end(self, end):
-        self._probe.attempts[end.attempt.error_type or "ok"] += 1
-
-    def on_route_end(self, result):
-        self._probe.ends[self._call] = "returned" if result is not None else "cancelled"
-
-
-class StepProbe(NullHook):
+class StepProbe:
     """Tracks the step each call reached; cancels the calls aimed at a step when they enter it."""
 
     def __init__(self) -> None:
@@ -85,9 +62,27 @@ class StepProbe(NullHook):
         self.aims: dict[int, tuple[str, float]] = {}
         self.accepted: dict[int, bool] = {}
         self.attempts: Counter[str] = Counter()  # how each attempt a caller waited for ended
+        self._tasks: dict[int, asyncio.Task | None] = {}
 
-    def on_route_start(self, request, decision):
-        return _StepObserver(self, request.context["call"])
+    def __call__(self, event: Event) -> None:
+        match event:
+            case RouteStarted(route=route):
+                self._tasks[route.request.context["call"]] = asyncio.current_task()
+            case QuotaStepStarted(route=route, op=op):
+                self._enter(route.request.context["call"], op)
+            case AttemptStarted(route=route):
+                self._enter(route.request.context["call"], "call")
+            case AttemptEnded(attempt=attempt):
+                self.attempts[attempt.error_type or "ok"] += 1
+            case RouteEnded(route=route, result=result):
+                self.ends[route.request.context["call"]] = "returned" if result is not None else "cancelled"
+
+    def _enter(self, call: int, step: str) -> None:
+        self.step[call] = step
+        aim = self.aims.get(call)
+        task = self._tasks.get(call)
+        if aim is not None and aim[0] == step and task is not None:
+            self.fire(call, task, aim[1])
 
     def fire(self, call: int, task: asyncio.Task, offset: float) -> None:
         def cancel() -> None:
@@ -165,6 +160,7 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
                 latencies += measured
         horizon = 1.3 * chaos.percentile(latencies, 90)
         per_call_tokens = returned[-1].usage.total_tokens
+        reservation = reservation_estimate(RouteRequest(**body(0)))
         assert all(r.success for r in returned), "the stack does not serve before the storm"
 
         async def wait_for_call(call: int, timeout: float) -> None:
@@ -251,6 +247,7 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
     successes = [r for r in returned if r.success]
     seen_tokens = sum(r.usage.total_tokens for r in successes if r.usage)
     served_tokens = fake.total_calls * per_call_tokens
+    cancelled_calls = sum(probe.ends.get(call) != "returned" for call in range(CALLS))
     storm_calls = range(CALLS)
     cancelled_at = Counter(
         probe.step.get(call, "before_start") for call in storm_calls if probe.ends.get(call) != "returned"
@@ -283,6 +280,8 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
             "tokens_counted": status.used_today,
             "tokens_seen_by_callers": seen_tokens,
             "tokens_served_by_provider": served_tokens,
+            "cancelled_calls": cancelled_calls,
+            "reservation_per_call": reservation,
             "reserved_at_end": status.reserved,
             "tasks_left": len(tasks_after - tasks_before),
             "ccr_sockets_at_end": ccr_sockets,
@@ -308,8 +307,10 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
     assert ccr_sockets <= POOL
     assert pool_connections <= POOL
     assert stuck_in_pool == 0, "cancelled calls left connections that hold pool slots forever"
-    # Every call a caller saw succeed was charged; nothing beyond what the provider served.
-    assert seen_tokens <= status.used_today <= served_tokens
+    # Every call a caller saw succeed was charged, and at most one reservation per cancelled
+    # call on top of what the provider served (a call cancelled after its request was
+    # written is charged its reservation: the upstream may have done the work).
+    assert seen_tokens <= status.used_today <= served_tokens + cancelled_calls * reservation
     # Cancellation propagates: a task that accepted cancel() ends cancelled, wherever the
     # cancel landed (the settle step included: the settle may finish in the background).
     assert not swallowed, f"{len(swallowed)} cancelled calls returned a result instead: {swallowed[:10]}"

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from ccr import BreakerState, CCRClient, CCRSettings, NullHook, NullObserver
+from ccr import BreakerState, CCRClient, CCRSettings
+from ccr._events import AttemptStarted, BreakerChanged, Event
 from ccr.testing import Behavior
 
 pytestmark = pytest.mark.chaos
@@ -42,18 +43,7 @@ FAULTS = {
 }
 
 
-class _AttemptLog(NullObserver):
-    __slots__ = ("_probe",)
-
-    def __init__(self, probe: BreakerProbe) -> None:
-        self._probe = probe
-
-    def on_attempt_start(self, start, headers):
-        if start.target == self._probe.target:
-            self._probe.starts.append(time.monotonic())
-
-
-class BreakerProbe(NullHook):
+class BreakerProbe:
     """When each attempt to ``target`` started, and each breaker transition of it with the
     number of calls the fake provider had received for its model at that moment."""
 
@@ -64,10 +54,15 @@ class BreakerProbe(NullHook):
         self.opened = asyncio.Event()
         self.closed = asyncio.Event()
 
-    def on_route_start(self, request, decision):
-        return _AttemptLog(self)
+    events = frozenset({AttemptStarted, BreakerChanged})
 
-    def on_breaker_change(self, target, state):
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, AttemptStarted):
+            if event.target == self.target:
+                self.starts.append(time.monotonic())
+            return
+        assert isinstance(event, BreakerChanged)
+        target, state = event.target, event.state
         if target != self.target:
             return
         self.transitions.append((time.monotonic(), state, self.fake.calls[self.model]))

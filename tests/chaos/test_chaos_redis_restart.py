@@ -17,7 +17,8 @@ from collections import Counter
 
 import pytest
 
-from ccr import CCRClient, CCRSettings, ErrorCode, NullHook
+from ccr import CCRClient, CCRSettings, ErrorCode
+from ccr._events import QuotaStoreFailed
 
 pytestmark = pytest.mark.chaos
 
@@ -33,13 +34,16 @@ LIMIT = 50_000_000  # a limit from the settings survives the restart (an overrid
 BURST = 24
 
 
-class StoreErrors(NullHook):
+class StoreErrors:
     """Every quota store failure the client saw: when (monotonic) and what."""
+
+    events = frozenset({QuotaStoreFailed})
 
     def __init__(self) -> None:
         self.seen: list[tuple[float, str]] = []
 
-    def on_quota_error(self, error):
+    def __call__(self, event: QuotaStoreFailed) -> None:
+        error = event.error
         self.seen.append((time.monotonic(), f"{type(error).__name__}: {error}"[:80]))
 
 
