@@ -65,6 +65,11 @@ def request_body_tail(request: RouteRequest, *, stream: bool = False) -> bytes:
     return _encode(body).encode("utf-8")[1:]
 
 
+def request_body(target: str, body_tail: bytes) -> bytes:
+    """The body of one attempt: its model spliced in front of the serialised request."""
+    return b'{"model":' + json.dumps(target).encode() + b"," + body_tail
+
+
 async def run_chain(
     call: ChainCall,
     chain: Sequence[str],
@@ -180,7 +185,7 @@ async def _try(
     target = start.target
     if emitter.wants(AttemptStarted):
         emitter.emit(start)  # hooks may add headers (traceparent) before the request is sent
-    content = b'{"model":' + json.dumps(target).encode() + b"," + call.body_tail
+    content = request_body(target, call.body_tail)
     try:
         reply = await call.sender.post_messages(content, start.headers, timeout, delivery)
     except asyncio.CancelledError as exc:

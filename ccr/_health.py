@@ -27,8 +27,9 @@ import httpx2
 
 from ccr._breaker import CircuitBreaker
 from ccr._clock import SYSTEM_CLOCK, Clock
+from ccr._fallback import request_body, request_body_tail
 from ccr._http import http_client as new_http_client
-from ccr._models import HealthReport, HealthStatus, ModelStatus, validate_target
+from ccr._models import HealthReport, HealthStatus, ModelStatus, RouteRequest, validate_target
 from ccr._redact import provider_keys
 from ccr._settings import CCRSettings
 
@@ -44,7 +45,8 @@ _BACKOFF_MULTIPLIER = 0.5
 _BACKOFF_JITTER = 0.25
 _BACKOFF_MAX = 2.0
 
-_PROBE_PROMPT = "ping"
+# A probe is the smallest real model call: one token.
+_PROBE_TAIL = request_body_tail(RouteRequest(workspace_id="ccr-health", prompt="ping", max_tokens=1))
 
 
 class _NotOkError(Exception):
@@ -226,15 +228,12 @@ async def _probe_model(
     clock: Clock,
 ) -> ModelStatus:
     """One ``max_tokens=1`` request through CCR to ``target``, classified."""
-    body = {
-        "model": target,
-        "max_tokens": 1,
-        "messages": [{"role": "user", "content": _PROBE_PROMPT}],
-    }
     start = clock.monotonic()
     try:
         async with asyncio.timeout(time_limit):
-            response = await http.post(f"{url}/v1/messages", json=body, headers=dict(headers))
+            response = await http.post(
+                f"{url}/v1/messages", content=request_body(target, _PROBE_TAIL), headers=dict(headers)
+            )
     except _NETWORK_ERRORS as exc:
         logger.debug("probe of %s failed with %s", target, _error_type(exc))
         return ModelStatus.UNAVAILABLE

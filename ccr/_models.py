@@ -18,6 +18,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from ccr._errors import ERROR_CLASSES, CCRError, ErrorCode
 
 _M = TypeVar("_M", bound=BaseModel)
+
+MAX_TOKENS = 2**53 - 1
+"""Largest token count anywhere (limits, usage): Lua numbers are doubles, exact up to 2**53."""
 _set = object.__setattr__
 
 

@@ -14,10 +14,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ccr._errors import ConfigurationError
-from ccr._models import Complexity, ProviderName, Target, TaskName, WorkspaceId, split_target
+from ccr._models import MAX_TOKENS, Complexity, ProviderName, Target, TaskName, WorkspaceId, split_target
 
 _MAX_POLICY_BYTES = 2 * 1024 * 1024
-MAX_TOKENS = 2**53 - 1  # Lua numbers are doubles: exact integers up to 2**53
 
 # CCR's Router keys and the complexity each one serves.
 _CCR_ROUTES: dict[str, Complexity] = {

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ccr._models import MAX_TOKENS
+
 
 def _seconds(value: Any) -> Any:
     if isinstance(value, timedelta):
@@ -62,7 +64,7 @@ class CCRSettings(BaseSettings):
     )
     # PEM CA bundle trusted for rediss:// (in addition to the system's CAs)
     redis_ca_file: Path | None = None
-    daily_token_limit: int | None = Field(default=None, ge=0, le=2**53 - 1)
+    daily_token_limit: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
     quota_warning_thresholds: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_thresholds)] = (
         0.8,
         0.95,

@@ -32,15 +32,13 @@ from ccr._events import (
     Route,
     on,
 )
-from ccr._models import QuotaStatus, trusted, validate_workspace_id
+from ccr._models import MAX_TOKENS, QuotaStatus, trusted, validate_workspace_id
 from ccr._quota._day import QuotaCalendar, QuotaDay
 from ccr._quota._store import QuotaCounts, QuotaStore
 from ccr._settings import CCRSettings
 
 log = logging.getLogger("ccr.quota")
 
-MAX_TOKENS = 2**53 - 1
-"""Largest token count accepted: Lua numbers are doubles, exact up to 2**53."""
 
 KEY_MARGIN = 3600.0
 """Seconds a day's keys outlive the day, on top of ``reservation_ttl``: a reservation

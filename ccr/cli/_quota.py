@@ -79,18 +79,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _with_manager(settings: CCRSettings, policy: Any, action: Callable[[Any], Awaitable[int]]) -> int:
-    from ccr._clock import SYSTEM_CLOCK
-    from ccr._quota import QuotaManager, store_from_settings
+    from ccr import CCRClient
 
-    def limit_for(workspace: str) -> int | None:
-        limit = policy.limit_for(workspace) if policy is not None else None
-        return limit if limit is not None else settings.daily_token_limit
-
-    manager = QuotaManager(
-        store_from_settings(settings), settings=settings, limit_for=limit_for, clock=SYSTEM_CLOCK
-    )
+    # The client resolves limits (policy, else settings) as routes do; it opens nothing
+    # towards CCR until asked, so quota commands work while CCR is down.
+    client = CCRClient(settings, policy=policy)
     try:
-        return await action(manager)
+        return await action(client.quota)
     except QuotaUnavailable as exc:
         # The store's own error says why (refused, timed out, certificate verify failed):
         # the one thing an operator needs to fix a misconfigured rediss:// URL.
@@ -102,7 +97,7 @@ async def _with_manager(settings: CCRSettings, policy: Any, action: Callable[[An
         )
         return UNKNOWN
     finally:
-        await manager.aclose()
+        await client.aclose()
 
 
 async def _status(quota: Any, workspace: str, as_json: bool) -> int:

@@ -280,6 +280,7 @@ async def test_probe_is_a_tiny_request_with_the_headers(settings: CCRSettings, c
         "model": "up,ok-a",
         "max_tokens": 1,
         "messages": [{"role": "user", "content": "ping"}],
+        "stream": False,
     }
 
 
