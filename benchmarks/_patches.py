@@ -66,17 +66,20 @@ def apply(name: str) -> Undo:
 # --- with an OTel SDK: no spans for the two quota calls ---------------------------------
 @patch("no_quota_spans")
 def _no_quota_spans() -> Undo:
-    """``_RouteTrace.on_quota_start/end``: no span per quota call (an SDK span costs
-    ~25-30 us of client CPU); the route span could carry the quota figures instead."""
-    from ccr._telemetry import _tracing
+    """``TracingHook`` without its quota-step handlers: no span per quota call (an SDK span
+    costs ~25-30 us of client CPU); the route span could carry the quota figures instead.
+    Apply before building the client: its emitter reads ``events`` once."""
+    from types import MappingProxyType
 
-    def nothing(self: Any, *args: Any) -> None:
-        return None
+    from ccr._events import QuotaStepEnded, QuotaStepStarted
+    from ccr._telemetry._tracing import TracingHook
 
+    quota_steps = (QuotaStepStarted, QuotaStepEnded)
+    handlers = {cls: h for cls, h in TracingHook._handlers.items() if cls not in quota_steps}
     return undo_all(
         [
-            swap(_tracing._RouteTrace, "on_quota_start", nothing),
-            swap(_tracing._RouteTrace, "on_quota_end", nothing),
+            swap(TracingHook, "_handlers", MappingProxyType(handlers)),
+            swap(TracingHook, "events", frozenset(handlers)),
         ]
     )
 

@@ -8,10 +8,10 @@ Run from anywhere: ``python scripts/observability_check.py`` (the nox session
    the Prometheus server is never installed or started);
 2. ``promtool check rules docs/observability/alerts.yml``;
 3. ``promtool test rules docs/observability/alerts_test.yml``;
-4. drive the real ``PrometheusHook`` through synthetic routes covering every metric (a
-   fallback, a skipped target, a quota rejection, a cancellation, warnings, health and
-   breaker changes) into a fresh registry, and lint that exposition with
-   ``promtool check metrics``;
+4. feed the real ``PrometheusHook`` the events of synthetic routes covering every metric
+   (a fallback, a skipped target, a quota rejection, a cancellation, warnings, a store
+   failure, health and breaker changes) into a fresh registry, and lint that exposition
+   with ``promtool check metrics``;
 5. check that every metric name (and grouping/matcher label) used by the Grafana
    dashboard and the alert rules exists in that exposition.
 
@@ -21,7 +21,6 @@ prints a loud SKIP and exits 0 (step 5 still runs, it only needs Python).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -42,7 +41,21 @@ from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from ccr._errors import ErrorCode  # noqa: E402
-from ccr._hooks import AttemptEnd, AttemptStart  # noqa: E402
+from ccr._events import (  # noqa: E402
+    AttemptEnded,
+    AttemptSkipped,
+    AttemptStarted,
+    BreakerChanged,
+    Event,
+    HealthChecked,
+    QuotaStepEnded,
+    QuotaStepStarted,
+    QuotaStoreFailed,
+    QuotaWarned,
+    Route,
+    RouteEnded,
+    RouteStarted,
+)
 from ccr._models import (  # noqa: E402
     Attempt,
     AttemptOutcome,
@@ -193,17 +206,17 @@ def _version(promtool: Path) -> str:
     return first[0] if first else "unknown version"
 
 
-# --- 4. a live exposition from the real hooks -----------------------------------------
+# --- 4. a live exposition from the real hook ------------------------------------------
 
 
-def _start(target: str, index: int, request: RouteRequest) -> AttemptStart:
+def _start(route: Route, target: str, index: int) -> AttemptStarted:
     provider, _, model = target.partition(",")
-    return AttemptStart(
+    return AttemptStarted(
+        route=route,
         target=target,
         provider=provider,
         model=model,
         index=index,
-        request=request,
         server_address="127.0.0.1",
         server_port=3456,
     )
@@ -219,10 +232,8 @@ def _result(request: RouteRequest, **fields: Any) -> RouteResult:
     )
 
 
-def live_exposition() -> str:
-    """Drive ``PrometheusHook`` like the request path does, covering every metric."""
-    registry = CollectorRegistry()
-    hook = PrometheusHook(registry)
+def _synthetic_events() -> list[Event]:
+    """The events of a few routes and of the client around them, as the client emits them."""
     request = RouteRequest(workspace_id="check", task="summarise", prompt="hello")
     decision = RouteDecision(
         complexity=Complexity.STANDARD,
@@ -241,9 +252,6 @@ def live_exposition() -> str:
         warning=True,
         exceeded=False,
     )
-
-    # A route with a fallback: up answers 503, side is skipped (circuit open), alt answers.
-    observer = hook.on_route_start(request, decision)
     failed = Attempt(
         target="up,ok-a",
         outcome=AttemptOutcome.ERROR,
@@ -256,63 +264,92 @@ def live_exposition() -> str:
     timed_out = Attempt(
         target="up,ok-a", outcome=AttemptOutcome.TIMEOUT, error_type="timeout", latency_ms=30e3
     )
+    cancelled = Attempt(target="up,ok-a", outcome=AttemptOutcome.ERROR, error_type="cancelled")
     usage = Usage(input_tokens=120, output_tokens=30)
-    observer.on_quota_start("reserve")
-    observer.on_quota_end("reserve", status, None)
-    first = _start("up,ok-a", 0, request)
-    observer.on_attempt_start(first, {})
-    observer.on_attempt_end(AttemptEnd(first, failed))
-    observer.on_attempt_skipped(skipped)
-    last = _start("alt,ok-b", 2, request)
-    observer.on_attempt_start(last, {})
-    observer.on_attempt_end(AttemptEnd(last, answered, usage=usage))
-    observer.on_quota_start("settle")
-    observer.on_quota_end("settle", status, None)
-    observer.on_route_end(
-        _result(
-            request,
-            success=True,
-            provider="alt",
-            model="ok-b",
-            attempts=[failed, skipped, answered],
-            fallback_used=True,
-            usage=usage,
-        )
-    )
+    events: list[Event] = []
+
+    # A route with a fallback: up answers 503, side is skipped (circuit open), alt answers.
+    route = Route(request, decision)
+    first, last = _start(route, "up,ok-a", 0), _start(route, "alt,ok-b", 2)
+    events += [
+        RouteStarted(route),
+        QuotaStepStarted(route, "reserve"),
+        QuotaStepEnded(route, "reserve", status),
+        first,
+        AttemptEnded(first, failed),
+        AttemptSkipped(route, skipped),
+        last,
+        AttemptEnded(last, answered, usage=usage),
+        QuotaStepStarted(route, "settle"),
+        QuotaStepEnded(route, "settle", status),
+        QuotaWarned(status, (0.8,)),
+        RouteEnded(
+            route,
+            _result(
+                request,
+                success=True,
+                provider="alt",
+                model="ok-b",
+                attempts=[failed, skipped, answered],
+                fallback_used=True,
+                usage=usage,
+            ),
+        ),
+    ]
 
     # A route that timed out everywhere.
-    observer = hook.on_route_start(request, decision)
-    observer.on_attempt_start(first, {})
-    observer.on_attempt_end(AttemptEnd(first, timed_out))
-    observer.on_route_end(
-        _result(request, success=False, attempts=[timed_out], error=ErrorCode.DEADLINE_EXCEEDED)
-    )
+    route = Route(request, decision)
+    first = _start(route, "up,ok-a", 0)
+    events += [
+        RouteStarted(route),
+        first,
+        AttemptEnded(first, timed_out),
+        RouteEnded(
+            route, _result(request, success=False, attempts=[timed_out], error=ErrorCode.DEADLINE_EXCEEDED)
+        ),
+    ]
 
     # A quota rejection, and a cancelled route.
-    observer = hook.on_route_start(request, decision)
-    observer.on_route_end(_result(request, success=False, error=ErrorCode.QUOTA_EXCEEDED))
-    observer = hook.on_route_start(request, decision)
-    observer.on_attempt_start(first, {})
-    cancelled = Attempt(target="up,ok-a", outcome=AttemptOutcome.ERROR, error_type="cancelled")
-    observer.on_attempt_end(AttemptEnd(first, cancelled, exception=asyncio.CancelledError()))
-    observer.on_route_end(None)
+    route = Route(request, decision)
+    events += [
+        RouteStarted(route),
+        RouteEnded(route, _result(request, success=False, error=ErrorCode.QUOTA_EXCEEDED)),
+    ]
+    route = Route(request, decision)
+    first = _start(route, "up,ok-a", 0)
+    events += [
+        RouteStarted(route),
+        first,
+        AttemptEnded(first, cancelled, cancelled=True),
+        RouteEnded(route, None),
+    ]
 
-    # Client-wide events.
-    hook.on_quota_warning(status, 0.8)
-    hook.on_quota_error(ConnectionError("synthetic"))
-    hook.on_health(
-        HealthReport(
-            status=HealthStatus.DEGRADED,
-            latency_ms=2500.0,
-            available_models=["up,ok-a"],
-            checked_at=datetime.now(UTC),
-            attempts=1,
+    # Client-wide events, and one request still in flight.
+    events += [
+        QuotaStoreFailed("reserve", ConnectionError("synthetic")),
+        HealthChecked(
+            HealthReport(
+                status=HealthStatus.DEGRADED,
+                latency_ms=2500.0,
+                available_models=["up,ok-a"],
+                checked_at=datetime.now(UTC),
+                attempts=1,
+            ),
+            2.5,
         ),
-        2.5,
-    )
-    hook.on_breaker_change("side,ok-s", BreakerState.OPEN)
-    hook.on_breaker_change("up,ok-a", BreakerState.CLOSED)
-    hook.on_route_start(request, decision)  # one request still in flight
+        BreakerChanged("side,ok-s", BreakerState.OPEN),
+        BreakerChanged("up,ok-a", BreakerState.CLOSED),
+        RouteStarted(Route(request, decision)),
+    ]
+    return events
+
+
+def live_exposition() -> str:
+    """Feed ``PrometheusHook`` the events the request path emits, covering every metric."""
+    registry = CollectorRegistry()
+    hook = PrometheusHook(registry)
+    for event in _synthetic_events():
+        hook(event)  # called directly (not through an Emitter), so a failing hook fails the check
     return generate_latest(registry).decode()
 
 

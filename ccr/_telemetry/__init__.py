@@ -1,9 +1,13 @@
-"""Telemetry attached through hooks: spans, Prometheus metrics, OTel GenAI metrics.
+"""Telemetry attached as event hooks: spans, Prometheus metrics, OTel GenAI metrics.
 
-The request path never calls OpenTelemetry or Prometheus itself; it calls the hooks
-that ``default_hooks`` builds. Submodules load on first use, so importing this package
-(for ``traced``, say) does not pay for ``prometheus_client`` (tens of milliseconds).
-Only ``opentelemetry-api`` is imported here; the SDK is the application's choice.
+The request path never calls OpenTelemetry or Prometheus itself; it emits the events of
+``ccr/_events.py`` to the hooks that ``default_hooks`` builds. Each exporter is an
+``Exporter`` (``_common.py``): one method per event class it handles, and an ``events``
+attribute naming those classes, so the emitter calls it for nothing else.
+
+Submodules load on first use, so importing this package (for ``traced``, say) does not
+pay for ``prometheus_client`` (tens of milliseconds). Only ``opentelemetry-api`` is
+imported here; the SDK is the application's choice.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
     from prometheus_client import CollectorRegistry
 
-    from ccr._hooks import Hook
+    from ccr._events import Hook
     from ccr._settings import CCRSettings
     from ccr._telemetry._decorator import traced
     from ccr._telemetry._exposition import MetricsServer, metrics_app, serve_metrics
@@ -77,9 +81,11 @@ def default_hooks(
 ) -> list[Hook]:
     """The hooks a client installs unless told otherwise: spans, Prometheus, OTel metrics.
 
-    All three are safe without any backend: spans and OTel metrics are no-ops until the
-    application installs the SDK, and Prometheus metrics just sit in ``registry``
-    (default: the global ``REGISTRY``) until something scrapes them.
+    Each is an event hook: a callable taking one event, with an ``events`` attribute
+    naming the event classes it handles. All three are safe without any backend: spans
+    and OTel metrics are no-ops until the application installs the SDK, and Prometheus
+    metrics just sit in ``registry`` (default: the global ``REGISTRY``) until something
+    scrapes them.
     """
     from ccr._telemetry._otel_metrics import OTelMetricsHook
     from ccr._telemetry._prometheus import PrometheusHook

@@ -1,4 +1,4 @@
-"""Prometheus metrics fed by the request path's hooks.
+"""Prometheus metrics fed by the request path's events.
 
 Every metric is created once per ``CollectorRegistry`` and shared by all the hooks
 (clients) using that registry: registering a name twice would raise ``Duplicated
@@ -10,6 +10,7 @@ Label values are bounded on purpose (Prometheus keeps one series per combination
 * ``task_type`` is ``RouteDecision.task_label``: a task the policy knows, else ``other``;
 * ``status`` is ``success``, an ``ErrorCode`` value, or ``cancelled``;
 * ``reason``/``outcome`` are the attempt's ``error_type`` / ``AttemptOutcome`` values;
+* ``threshold`` is one of the configured warning thresholds;
 * never a workspace id, a free-form task string or an error message.
 
 ``ccr_health_status`` is NaN ("no data" in Grafana) until the first health check.
@@ -37,19 +38,21 @@ from weakref import WeakKeyDictionary
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from ccr._errors import ErrorCode
+from ccr._events import (
+    AttemptEnded,
+    AttemptSkipped,
+    BreakerChanged,
+    HealthChecked,
+    QuotaStoreFailed,
+    QuotaWarned,
+    RouteEnded,
+    RouteStarted,
+)
 from ccr._models import AttemptOutcome, BreakerState, HealthStatus, split_target
-from ccr._telemetry._common import is_cancelled
+from ccr._telemetry._common import Exporter, handles
 
 if TYPE_CHECKING:
-    from ccr._hooks import AttemptEnd, AttemptStart, QuotaOp, RouteObserver
-    from ccr._models import (
-        Attempt,
-        HealthReport,
-        QuotaStatus,
-        RouteDecision,
-        RouteRequest,
-        RouteResult,
-    )
+    from ccr._events import Route
 
 # LLM calls take from tens of milliseconds (cache hits, errors) to minutes (long outputs).
 LATENCY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -193,88 +196,91 @@ def _metrics_for(registry: CollectorRegistry) -> _Metrics:
         return bundle
 
 
-class PrometheusHook:
-    """Feeds the ``ccr_*`` metrics of ``registry`` (default: the global ``REGISTRY``)."""
+class PrometheusHook(Exporter):
+    """Feeds the ``ccr_*`` metrics of ``registry`` (default: the global ``REGISTRY``).
 
-    __slots__ = ("_metrics", "registry")
+    It keeps the routes in flight (by identity, until their ``RouteEnded``) so that
+    ``ccr_active_requests`` cannot drift: a route is counted when it ends, once, and only
+    if this hook saw it start.
+    """
+
+    __slots__ = ("_in_flight", "_metrics", "registry")
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else REGISTRY
         self._metrics = _metrics_for(self.registry)
+        self._in_flight: set[Route] = set()
 
-    def on_route_start(self, request: RouteRequest, decision: RouteDecision) -> RouteObserver:
+    # --- one route -------------------------------------------------------------
+
+    @handles(RouteStarted)
+    def _route_started(self, event: RouteStarted) -> None:
+        self._in_flight.add(event.route)
         self._metrics.active.inc()
-        return _RouteMetrics(self._metrics, decision.task_label)
 
-    def on_health(self, report: HealthReport, duration_s: float) -> None:
-        self._metrics.health_status.set(_HEALTH_VALUE[report.status])
-        self._metrics.health_duration.observe(duration_s)
-
-    def on_quota_warning(self, status: QuotaStatus, threshold: float) -> None:
-        self._metrics.quota_warnings[(f"{threshold:g}",)].inc()
-
-    def on_quota_error(self, error: BaseException) -> None:
-        """Counted here, once per store failure, not again from ``on_quota_end``."""
-        self._metrics.quota_errors.inc()
-
-    def on_breaker_change(self, target: str, state: BreakerState) -> None:
-        self._metrics.circuit_open[(target,)].set(1 if state is BreakerState.OPEN else 0)
-
-
-class _RouteMetrics:
-    """Counts one request; keeps only the task label and whether it has ended."""
-
-    __slots__ = ("_ended", "_metrics", "_task")
-
-    def __init__(self, metrics: _Metrics, task_label: str) -> None:
-        self._metrics = metrics
-        self._task = task_label
-        self._ended = False
-
-    def on_quota_start(self, op: QuotaOp) -> None:
-        return None
-
-    def on_quota_end(self, op: QuotaOp, status: QuotaStatus | None, error: BaseException | None) -> None:
-        return None
-
-    def on_attempt_start(self, start: AttemptStart, headers: dict[str, str]) -> None:
-        return None
-
-    def on_attempt_end(self, end: AttemptEnd) -> None:
-        if is_cancelled(end):  # no real latency or outcome; the route counts as cancelled
+    @handles(AttemptEnded)
+    def _attempt_ended(self, event: AttemptEnded) -> None:
+        if event.cancelled:  # no real latency or outcome; the route counts as cancelled
             return
         metrics = self._metrics
-        provider = end.start.provider
-        attempt = end.attempt
+        provider = event.start.provider
+        attempt = event.attempt
         metrics.latency[(provider,)].observe(attempt.latency_ms / 1000.0)
         metrics.attempts[(provider, attempt.outcome.value)].inc()
-        usage = end.usage
+        usage = event.usage
         if usage is not None:
             if usage.input_tokens:
                 metrics.tokens[(provider, "input")].inc(usage.input_tokens)
             if usage.output_tokens:
                 metrics.tokens[(provider, "output")].inc(usage.output_tokens)
 
-    def on_attempt_skipped(self, attempt: Attempt) -> None:
-        provider = split_target(attempt.target)[0]
+    @handles(AttemptSkipped)
+    def _attempt_skipped(self, event: AttemptSkipped) -> None:
+        provider = split_target(event.attempt.target)[0]
         self._metrics.attempts[(provider, AttemptOutcome.SKIPPED.value)].inc()
 
-    def on_route_end(self, result: RouteResult | None) -> None:
-        if self._ended:  # the gauge must not drift if a caller reports twice
+    @handles(RouteEnded)
+    def _route_ended(self, event: RouteEnded) -> None:
+        route = event.route
+        if route not in self._in_flight:  # ended twice: the gauge must not drift
             return
-        self._ended = True
+        self._in_flight.discard(route)
         metrics = self._metrics
         metrics.active.dec()
+        task = route.decision.task_label
+        result = event.result
         if result is None:
-            metrics.requests[("none", self._task, "cancelled")].inc()
+            metrics.requests[("none", task, "cancelled")].inc()
             return
         error = result.error
         status = "success" if result.success else (error.value if error is not None else "error")
-        metrics.requests[(result.provider or "none", self._task, status)].inc()
-        attempts = result.attempts
+        metrics.requests[(result.provider or "none", task, status)].inc()
         # Every attempt followed by another one is a fallback away from its provider.
-        for attempt in attempts[:-1]:
+        for attempt in result.attempts[:-1]:
             reason = attempt.error_type or attempt.outcome.value
             metrics.fallbacks[(split_target(attempt.target)[0], reason)].inc()
         if error is ErrorCode.QUOTA_EXCEEDED:
             metrics.quota_rejections.inc()
+
+    # --- outside any route -----------------------------------------------------
+
+    @handles(HealthChecked)
+    def _health_checked(self, event: HealthChecked) -> None:
+        self._metrics.health_status.set(_HEALTH_VALUE[event.report.status])
+        self._metrics.health_duration.observe(event.duration_s)
+
+    @handles(QuotaWarned)
+    def _quota_warned(self, event: QuotaWarned) -> None:
+        """One settle may cross several thresholds at once: each is counted."""
+        warnings = self._metrics.quota_warnings
+        for threshold in event.thresholds:
+            warnings[(f"{threshold:g}",)].inc()
+
+    @handles(QuotaStoreFailed)
+    def _quota_store_failed(self, event: QuotaStoreFailed) -> None:
+        """Counted here, once per store failure, not again from ``QuotaStepEnded.error``."""
+        self._metrics.quota_errors.inc()
+
+    @handles(BreakerChanged)
+    def _breaker_changed(self, event: BreakerChanged) -> None:
+        self._metrics.circuit_open[(event.target,)].set(1 if event.state is BreakerState.OPEN else 0)
