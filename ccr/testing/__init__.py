@@ -14,7 +14,8 @@ This package never imports pytest; the pytest plugin builds thin fixtures on it.
 
 from __future__ import annotations
 
-from ccr.testing._fake_provider import Behavior, FakeProvider, RecordedRequest, count_words
+from ccr.testing._behaviors import Behavior
+from ccr.testing._fake_provider import FakeProvider, RecordedRequest
 from ccr.testing._live_ccr import (
     DEFAULT_CCR_VERSION,
     FAKE_PROVIDER_API_KEY,
@@ -32,6 +33,7 @@ from ccr.testing._redis import (
     find_redis_server,
     redis_command,
 )
+from ccr.testing._shapes import count_words
 
 __all__ = [
     "DEFAULT_CCR_VERSION",

@@ -12,6 +12,7 @@ import httpx2
 import pytest
 
 from ccr import CCRClient, CCRSettings, FakeClock, RoutingPolicy
+from ccr.testing._shapes import anthropic_message, ccr_error
 
 POLICY = RoutingPolicy(
     chains={
@@ -58,26 +59,12 @@ class FakeCCR:
         if behaviour == "refuse":
             raise httpx2.ConnectError("All connection attempts failed")
         if isinstance(behaviour, int):
-            return httpx2.Response(
-                behaviour,
-                json={
-                    "error": {
-                        "message": f"Error from provider({target}: {behaviour})",
-                        "type": "api_error",
-                    }
-                },
-            )
-        usage = None if behaviour == "no_usage" else self.usage
-        reply: dict[str, Any] = {
-            "id": "msg_123",
-            "type": "message",
-            "role": "assistant",
-            "model": target.split(",")[1],
-            "content": [{"type": "text", "text": f"answer from {target}"}],
-            "stop_reason": "end_turn",
-        }
-        if usage is not None:
-            reply["usage"] = usage
+            return httpx2.Response(behaviour, json=ccr_error(target, behaviour, "fake CCR error"))
+        model = target.split(",")[1]
+        tokens = self.usage["input_tokens"], self.usage["output_tokens"]
+        reply = anthropic_message(model, f"answer from {target}", *tokens, message_id="msg_123")
+        if behaviour == "no_usage":
+            del reply["usage"]
         return httpx2.Response(200, json=reply)
 
 

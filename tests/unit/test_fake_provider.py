@@ -397,6 +397,30 @@ async def test_stream_true_answers_server_sent_events(fp: FakeProvider, http: ht
     assert json.loads(events[1])["usage"]["prompt_tokens"] == 5
 
 
+async def test_stream_sends_one_event_per_chunk(fp: FakeProvider) -> None:
+    """The SSE stream is chunked, each event in a chunk of its own: content, finish+usage, [DONE]."""
+    body = json.dumps(chat_body(stream=True)).encode()
+    answer = await raw_exchange(
+        fp.port,
+        b"POST /v1/chat/completions HTTP/1.1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body),
+    )
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    chunks = []
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        chunks.append(rest[:size])
+        rest = rest[size + 2 :]
+    assert all(chunk.startswith(b"data: ") and chunk.endswith(b"\n\n") for chunk in chunks)
+    assert chunks[-1] == b"data: [DONE]\n\n"
+    events = [json.loads(chunk[6:]) for chunk in chunks[:-1]]
+    assert [e["choices"][0]["finish_reason"] for e in events] == [None, "stop"]
+
+
 async def test_serves_64_concurrent_requests(fp: FakeProvider) -> None:
     """64 concurrent connections are all answered."""
     limits = httpx2.Limits(max_connections=64)
