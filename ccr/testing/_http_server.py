@@ -141,9 +141,10 @@ class Responder:
         await self._writer.drain()
 
     async def write(self, data: bytes) -> None:
-        """Send one piece of the stream; it is on the wire when this returns."""
+        """Send one piece of the stream as one chunk. It goes to the socket at once; this
+        waits only while the client reads slower than the handler writes."""
         if self._state != "streaming":
-            raise RuntimeError(f"write() needs start_stream() first (answer is {self._state})")
+            raise RuntimeError(f"answer is {self._state}, expected streaming: start_stream() first")
         if not data:
             return  # an empty chunk would end the body
         if self._writer.is_closing():
@@ -169,7 +170,7 @@ class Responder:
 
     def _claim(self, expected: str, new: str) -> None:
         if self._state != expected:
-            raise RuntimeError(f"cannot answer: the answer is already {self._state}")
+            raise RuntimeError(f"answer is {self._state}, expected {expected}")
         self._state = new
 
     def _head(

@@ -201,7 +201,7 @@ async def test_answering_twice_is_refused(http: httpx2.AsyncClient) -> None:
     assert reply.status_code == 204
     assert len(errors) == 2
     assert "start_stream() first" in errors[0]
-    assert "already done" in errors[1]
+    assert "answer is done" in errors[1]
 
 
 async def test_handler_error_answers_500(http: httpx2.AsyncClient) -> None:
