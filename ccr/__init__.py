@@ -34,6 +34,7 @@ from ccr._events import (
     BreakerChanged,
     Event,
     HealthChecked,
+    Hook,
     QuotaStepEnded,
     QuotaStepStarted,
     QuotaStoreFailed,
@@ -44,7 +45,14 @@ from ccr._events import (
     on,
 )
 from ccr._health import HealthMonitor, validate_ccr_connection
-from ccr._hooks import AttemptEnd, AttemptStart, Hook, NullHook, NullObserver, RouteObserver
+from ccr._messages import (
+    ContentBlock,
+    OtherBlock,
+    RedactedThinkingBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolUseBlock,
+)
 from ccr._models import (
     Attempt,
     AttemptOutcome,
@@ -61,9 +69,10 @@ from ccr._models import (
     Usage,
 )
 from ccr._policy import RoutingPolicy, WorkspacePolicy
-from ccr._quota import MemoryQuotaStore, QuotaManager, QuotaStore
+from ccr._quota import MemoryQuotaStore, QuotaCounts, QuotaManager, QuotaStore, Reservation
+from ccr._redact import Redactor
 from ccr._settings import CCRSettings
-from ccr._telemetry import MetricsServer, metrics_app, serve_metrics, traced
+from ccr._telemetry import MetricsServer, default_hooks, metrics_app, serve_metrics, traced
 from ccr._version import __version__
 
 if TYPE_CHECKING:
@@ -85,11 +94,9 @@ logging.getLogger("ccr").addHandler(logging.NullHandler())
 __all__ = [
     "AllTargetsFailed",
     "Attempt",
-    "AttemptEnd",
     "AttemptEnded",
     "AttemptOutcome",
     "AttemptSkipped",
-    "AttemptStart",
     "AttemptStarted",
     "BreakerChanged",
     "BreakerState",
@@ -100,6 +107,7 @@ __all__ = [
     "Clock",
     "Complexity",
     "ConfigurationError",
+    "ContentBlock",
     "DeadlineExceeded",
     "ErrorCode",
     "Event",
@@ -114,8 +122,8 @@ __all__ = [
     "Message",
     "MetricsServer",
     "ModelStatus",
-    "NullHook",
-    "NullObserver",
+    "OtherBlock",
+    "QuotaCounts",
     "QuotaError",
     "QuotaExceeded",
     "QuotaManager",
@@ -126,21 +134,27 @@ __all__ = [
     "QuotaStoreFailed",
     "QuotaUnavailable",
     "QuotaWarned",
+    "RedactedThinkingBlock",
+    "Redactor",
     "RedisQuotaStore",
+    "Reservation",
     "Route",
     "RouteDecision",
     "RouteEnded",
     "RouteError",
-    "RouteObserver",
     "RouteRequest",
     "RouteResult",
     "RouteStarted",
     "RoutingPolicy",
     "SystemClock",
+    "TextBlock",
+    "ThinkingBlock",
+    "ToolUseBlock",
     "Unauthorized",
     "Usage",
     "WorkspacePolicy",
     "__version__",
+    "default_hooks",
     "metrics_app",
     "on",
     "serve_metrics",

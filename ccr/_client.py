@@ -19,6 +19,7 @@ import httpx2
 from ccr._breaker import CircuitBreaker
 from ccr._clock import SYSTEM_CLOCK, Clock
 from ccr._errors import ConfigurationError
+from ccr._estimate import reservation_estimate
 from ccr._events import BreakerChanged, Emitter, HealthChecked, Hook, Route, RouteEnded, RouteStarted
 from ccr._fallback import ChainCall, request_body_tail, run_chain
 from ccr._health import HealthMonitor, run_health_check
@@ -30,7 +31,7 @@ from ccr._quota import QuotaManager, QuotaStore, Reservation, store_from_setting
 from ccr._quota._manager import warning_hook
 from ccr._redact import Redactor, provider_keys
 from ccr._results import dry_run_result, rejected_result, routed_result
-from ccr._routing import decide, reservation_estimate
+from ccr._routing import decide
 from ccr._settings import CCRSettings
 from ccr._transport import Delivery, HttpxSender, Sender
 
@@ -260,7 +261,7 @@ class CCRClient:
             sender=self._sender,
             server_address=self._endpoint.host,
             server_port=self._endpoint.port,
-            headers=self._headers,
+            headers={**self._headers, **request.headers} if request.headers else self._headers,
             body_tail=request_body_tail(request),
             attempt_timeout=request.attempt_timeout or self.settings.attempt_timeout,
             deadline=request.deadline or self.settings.deadline,

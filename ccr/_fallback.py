@@ -51,17 +51,36 @@ class ChainCall:
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+_OPTIONAL_FIELDS = (
+    "system",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "metadata",
+)
+
+
 def request_body_tail(request: RouteRequest, *, stream: bool = False) -> bytes:
-    """Serialise the request once; each attempt only splices in its model."""
+    """Serialise the request once; each attempt only splices in its model.
+
+    Blocks, tools and the rest go out as the agent gave them; ``extra_body`` adds fields
+    this library does not model (it cannot replace the ones it does).
+    """
     body: dict[str, object] = {
         "max_tokens": request.max_tokens,
         "messages": request.anthropic_messages(),
         "stream": stream,
     }
-    if request.system is not None:
-        body["system"] = request.system
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
+    for name in _OPTIONAL_FIELDS:
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    if request.extra_body:
+        body.update(request.extra_body)
     return _encode(body).encode("utf-8")[1:]
 
 

@@ -11,11 +11,26 @@ import re
 import unicodedata
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from ccr._errors import ERROR_CLASSES, CCRError, ErrorCode
+from ccr._messages import (
+    ContentBlock,
+    ContentBlockParam,
+    MetadataParam,
+    TextBlockParam,
+    Thinking,
+    Tool,
+    ToolChoice,
+    ToolUseBlock,
+    thinking_enabled,
+)
+
+if TYPE_CHECKING:
+    from ccr._estimate import RequestSize
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -142,13 +157,69 @@ def split_target(target: str) -> tuple[str, str]:
     return provider, model
 
 
+def _text_or_blocks(value: Any) -> str:
+    return "text" if isinstance(value, str) else "blocks"
+
+
+MessageContent = Annotated[
+    Annotated[str, Tag("text")] | Annotated[list[ContentBlockParam], Tag("blocks")],
+    Discriminator(_text_or_blocks),
+]
+SystemPrompt = Annotated[
+    Annotated[str, Tag("text")] | Annotated[list[TextBlockParam], Tag("blocks")],
+    Discriminator(_text_or_blocks),
+]
+
+# Headers a request may not set: the client owns authentication and the body's framing.
+_RESERVED_HEADERS = frozenset(
+    {"x-api-key", "authorization", "content-type", "content-length", "transfer-encoding", "host"}
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+# Body fields a request sets through its own fields (so extra_body cannot override them).
+_BODY_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "system",
+        "max_tokens",
+        "temperature",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "stop_sequences",
+        "top_p",
+        "top_k",
+        "metadata",
+    }
+)
+
+
+def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"header name {name[:40]!r} is not a valid HTTP token")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is set by the client and cannot be overridden")
+        if any(ch in value for ch in "\r\n\0"):
+            raise ValueError(f"header {name!r} must not contain control characters")
+    return headers
+
+
+def _check_extra_body(extra: dict[str, Any]) -> dict[str, Any]:
+    taken = sorted(_BODY_FIELDS & extra.keys())
+    if taken:
+        raise ValueError(f"extra_body cannot set {', '.join(taken)}: use the request's own field(s)")
+    return extra
+
+
 class Message(BaseModel):
-    """One Anthropic-style message; content is text or a list of content blocks."""
+    """One Messages API message; content is text or a list of content blocks (passed on as given)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     role: Literal["user", "assistant"]
-    content: str | list[dict[str, Any]]
+    content: MessageContent
 
 
 class RouteRequest(BaseModel):
@@ -161,9 +232,24 @@ class RouteRequest(BaseModel):
     complexity: Complexity | None = None
     messages: list[Message] | None = None
     prompt: str | None = None
-    system: str | None = None
+    system: SystemPrompt | None = None
     max_tokens: int = Field(default=1024, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=0)
+    stop_sequences: list[Annotated[str, Field(min_length=1)]] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+    metadata: MetadataParam | None = None
+    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers for this call (e.g. anthropic-beta); never auth or framing.",
+    )
+    extra_body: Annotated[dict[str, Any], AfterValidator(_check_extra_body)] = Field(
+        default_factory=dict,
+        description="Body fields this library does not model, sent as they are.",
+    )
     preferred_provider: ProviderName | None = None
     target: Target | None = Field(
         default=None,
@@ -184,6 +270,11 @@ class RouteRequest(BaseModel):
             raise ValueError("messages or prompt is required (unless dry_run=True)")
         if self.messages is not None and not self.messages:
             raise ValueError("messages must not be empty")
+        budget = self.thinking.get("budget_tokens") if self.thinking is not None else None
+        if budget is not None and budget >= self.max_tokens:
+            raise ValueError("thinking.budget_tokens must be less than max_tokens")
+        if self.tool_choice is not None and not self.tools:
+            raise ValueError("tool_choice is set but no tools are given")
         return self
 
     def anthropic_messages(self) -> list[dict[str, Any]]:
@@ -192,17 +283,17 @@ class RouteRequest(BaseModel):
             return [m.model_dump() for m in self.messages]
         return [{"role": "user", "content": self.prompt or ""}]
 
-    def prompt_text(self) -> str:
-        """All text of the request, for token estimates."""
-        parts: list[str] = [self.system or ""]
-        if self.prompt is not None:
-            parts.append(self.prompt)
-        for message in self.messages or ():
-            if isinstance(message.content, str):
-                parts.append(message.content)
-            else:
-                parts.extend(str(block.get("text", "")) for block in message.content)
-        return "\n".join(parts)
+    @property
+    def thinks(self) -> bool:
+        """Thinking is asked for (``enabled`` or ``adaptive``)."""
+        return thinking_enabled(self.thinking)
+
+    @cached_property
+    def size(self) -> RequestSize:
+        """What this request weighs, counted once (routing and the quota both read it)."""
+        from ccr._estimate import measure
+
+        return measure(self)
 
 
 class RouteDecision(BaseModel):
@@ -221,16 +312,28 @@ class RouteDecision(BaseModel):
 
 
 class Usage(BaseModel):
-    """Tokens CCR reported for a call."""
+    """Tokens CCR reported for a call.
+
+    ``input_tokens`` excludes cached input, which CCR reports apart: tokens read from the
+    prompt cache and tokens written to it. The quota charges all four.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
+    cache_read_input_tokens: int = Field(default=0, ge=0)
+    cache_creation_input_tokens: int = Field(default=0, ge=0)
 
     @property
     def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
+        """Everything the quota charges: input, output and both cache counts."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_input_tokens
+            + self.cache_creation_input_tokens
+        )
 
 
 class Attempt(BaseModel):
@@ -294,7 +397,12 @@ class RouteResult(BaseModel):
     fallback_attempts: list[str] = Field(default_factory=list)
     latency_ms: float = 0.0
     usage: Usage | None = None
-    content: str | None = None
+    content: str | None = Field(default=None, description="The reply's text blocks, concatenated.")
+    blocks: list[ContentBlock] = Field(default_factory=list, description="The reply's typed content blocks.")
+    stop_reason: str | None = Field(
+        default=None, description="end_turn, max_tokens, stop_sequence, tool_use, pause_turn or refusal."
+    )
+    stop_sequence: str | None = None
     response: dict[str, Any] | None = None
     error: ErrorCode | None = None
     error_message: str | None = None
@@ -305,6 +413,15 @@ class RouteResult(BaseModel):
     quota_remaining_percentage: float | None = None
     remaining_tokens: int | None = None
     dry_run: bool = False
+
+    @property
+    def tool_calls(self) -> list[ToolUseBlock]:
+        """The tool calls the model asked for (its ``tool_use`` blocks), in order."""
+        return [block for block in self.blocks if isinstance(block, ToolUseBlock)]
+
+    def assistant_message(self) -> dict[str, Any]:
+        """The reply as the assistant turn of the next request (blocks as the API wants them)."""
+        return {"role": "assistant", "content": [block.model_dump() for block in self.blocks]}
 
     def raise_for_error(self) -> RouteResult:
         """Raise the ``CCRError`` subclass matching ``error``; return self on success."""

@@ -47,6 +47,10 @@ class RoutingPolicy(BaseModel):
     default_complexity: Complexity = Complexity.STANDARD
     long_context_threshold: int | None = Field(default=None, gt=0)
     long_context_chain: tuple[Target, ...] | None = None
+    think_chain: tuple[Target, ...] | None = Field(
+        default=None,
+        description="The chain of requests that ask for thinking (else the high chain).",
+    )
     workspaces: dict[WorkspaceId, WorkspacePolicy] = Field(default_factory=dict)
     timeouts: dict[Target, float] = Field(default_factory=dict)
 
@@ -62,11 +66,13 @@ class RoutingPolicy(BaseModel):
                 raise ValueError(f"chain {complexity.value!r} lists a target twice")
         return value
 
-    @field_validator("long_context_chain")
+    @field_validator("long_context_chain", "think_chain")
     @classmethod
-    def _long_chain_non_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    def _optional_chain_non_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is not None and not value:
-            raise ValueError("long_context_chain must list at least one target when given")
+            raise ValueError("must list at least one target when given")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("lists a target twice")
         return value
 
     @field_validator("timeouts")
@@ -127,7 +133,8 @@ class RoutingPolicy(BaseModel):
 
     @classmethod
     def from_ccr_config(cls, config: Mapping[str, Any]) -> RoutingPolicy:
-        """Derive chains from CCR's ``Router``: low=background, standard=default, high=think.
+        """Derive chains from CCR's ``Router``: low=background, standard=default, high=think;
+        thinking requests take the think route, long contexts the longContext route.
 
         Each chain continues with the other distinct routes, so a failing route falls back
         to the rest of what this CCR is configured for. Only the ``Router`` section is
@@ -155,6 +162,7 @@ class RoutingPolicy(BaseModel):
                 chains=chains,
                 long_context_threshold=threshold if usable_threshold else None,
                 long_context_chain=long_chain if usable_threshold else None,
+                think_chain=chain_from("think") if "think" in routes else None,
             )
         except ValidationError as exc:
             raise ConfigurationError(f"CCR Router section: {_describe(exc)}") from None
@@ -167,7 +175,7 @@ class RoutingPolicy(BaseModel):
         for complexity in Complexity:
             for target in self.chains.get(complexity, ()):
                 seen[target] = None
-        for target in self.long_context_chain or ():
+        for target in (*(self.long_context_chain or ()), *(self.think_chain or ())):
             seen[target] = None
         return list(seen)
 

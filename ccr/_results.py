@@ -15,6 +15,7 @@ from typing import Any
 
 from ccr._errors import ErrorCode
 from ccr._fallback import ChainOutcome
+from ccr._messages import ContentBlock
 from ccr._models import (
     Attempt,
     AttemptOutcome,
@@ -97,6 +98,9 @@ def routed_result(
         fallback_attempts=tried[1:],
         usage=reply.usage,
         content=reply.content,
+        blocks=reply.blocks or [],
+        stop_reason=reply.stop_reason,
+        stop_sequence=reply.stop_sequence,
         response=reply.body,
         quota=status,
         quota_checked=checked and status is not None,
@@ -116,6 +120,9 @@ def _result(
     fallback_attempts: Sequence[str] = (),
     usage: Usage | None = None,
     content: str | None = None,
+    blocks: Sequence[ContentBlock] = (),
+    stop_reason: str | None = None,
+    stop_sequence: str | None = None,
     response: dict[str, Any] | None = None,
     error: ErrorCode | None = None,
     error_message: str | None = None,
@@ -145,6 +152,9 @@ def _result(
         latency_ms=(time.perf_counter() - started) * 1000.0,
         usage=usage,
         content=content,
+        blocks=list(blocks),
+        stop_reason=stop_reason,
+        stop_sequence=stop_sequence,
         response=response,
         error=error,
         error_message=error_message,

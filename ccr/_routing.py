@@ -1,41 +1,26 @@
 """Routing decisions: a pure function of (request, policy), no I/O.
 
 Complexity is chosen by the first rule that applies: the request's explicit value, the
-policy's task mapping, the long-context rule, the policy default. A preferred provider
-(the request's, else the workspace's) moves that provider's targets to the front of the
-chain, keeping the order otherwise.
+policy's task mapping, the long-context rule, the policy default. A request that asks
+for thinking takes the policy's think chain (else the high chain). A pinned ``target``
+is the whole chain. Otherwise a preferred provider (the request's, else the
+workspace's) moves that provider's targets to the front of the chain, keeping the order.
+
+Token figures come from :mod:`ccr._estimate`, which reads every block of the request.
 """
 
 from __future__ import annotations
 
+from ccr._estimate import reservation_estimate
 from ccr._models import Complexity, RouteDecision, RouteRequest, split_target, trusted
 from ccr._policy import RoutingPolicy
 
-_MESSAGE_OVERHEAD = 4  # role markers and separators per message
-
-
-def estimate_tokens(text: str) -> int:
-    """A typical-case token estimate (about four characters a token), for routing."""
-    return (len(text) + 3) // 4
-
-
-def reservation_estimate(request: RouteRequest) -> int:
-    """An upper-bound estimate of a call's tokens, for quota reservations.
-
-    Reserving too much costs nothing (settle replaces it by the real usage); reserving
-    too little could let concurrent calls overspend a budget. Real tokenizers spend at
-    least two bytes of UTF-8 per token on the text we send, so half the byte count is a
-    safe ceiling for the input; the output can be at most ``max_tokens``.
-    """
-    text = request.prompt_text()
-    messages = len(request.messages) if request.messages is not None else 1
-    input_bound = (len(text.encode("utf-8")) + 1) // 2 + _MESSAGE_OVERHEAD * (messages + 1)
-    return input_bound + request.max_tokens
+__all__ = ["decide", "reservation_estimate"]
 
 
 def decide(request: RouteRequest, policy: RoutingPolicy) -> RouteDecision:
     """Pick the chain for a request and say, in a sentence, which rule chose it."""
-    estimated = estimate_tokens(request.prompt_text())
+    estimated = request.size.typical_tokens
     long_context = policy.long_context_threshold is not None and estimated > policy.long_context_threshold
     chain: tuple[str, ...] | None = None
     if request.complexity is not None:
@@ -54,6 +39,13 @@ def decide(request: RouteRequest, policy: RoutingPolicy) -> RouteDecision:
     else:
         complexity = policy.default_complexity
         reason = f"no rule matched task '{request.task}'; default complexity '{complexity.value}'"
+    if request.thinks and chain is None:  # a long context wins, as in CCR's own router
+        if policy.think_chain is not None:
+            chain = policy.think_chain
+            reason += "; thinking is on: the think chain"
+        elif Complexity.HIGH in policy.chains:
+            chain = policy.chains[Complexity.HIGH]
+            reason += "; thinking is on and the policy has no think chain: the high chain"
     if chain is None:
         chain = policy.chains.get(complexity)
         if chain is None:

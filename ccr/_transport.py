@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import httpx2
 
 from ccr._errors import ErrorCode
+from ccr._messages import ContentBlock, TextBlock, parse_blocks
 from ccr._models import AttemptOutcome, Usage, trusted
 from ccr._redact import Redactor
 
@@ -61,6 +62,9 @@ class Reply:
     body: dict[str, Any] | None = None
     usage: Usage | None = None
     content: str | None = None
+    blocks: list[ContentBlock] | None = None
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
     error_message: str | None = None
     exception: BaseException | None = None
 
@@ -202,6 +206,7 @@ def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> 
                 latency_ms=latency_ms,
                 error_message="CCR answered 2xx without a content list",
             )
+        blocks = parse_blocks(content)
         return Reply(
             Verdict.SUCCESS,
             AttemptOutcome.SUCCESS,
@@ -209,7 +214,10 @@ def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> 
             latency_ms=latency_ms,
             body=body,
             usage=parse_usage(body.get("usage")),
-            content=_text_of(content),
+            content="".join(block.text for block in blocks if isinstance(block, TextBlock)),
+            blocks=blocks,
+            stop_reason=_string(body.get("stop_reason")),
+            stop_sequence=_string(body.get("stop_sequence")),
         )
     message = redactor.clean(_error_text(body) if body is not None else raw[:300].decode("utf-8", "replace"))
     error_type = f"http_{status}"
@@ -237,13 +245,30 @@ def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> 
 
 
 def parse_usage(raw: Any) -> Usage | None:
-    """Usage as CCR reported it, or None when it is missing or not believable."""
+    """Usage as CCR reported it, or None when it is missing or not believable.
+
+    The cache counts may be absent (0) or null (0); any count present that is not a
+    believable whole number makes the whole usage unreported, so the quota keeps the
+    reservation rather than trust part of it.
+    """
     if not isinstance(raw, dict):
         return None
     tokens_in, tokens_out = _count(raw.get("input_tokens")), _count(raw.get("output_tokens"))
-    if tokens_in is None or tokens_out is None:
+    cache_read = _count(raw.get("cache_read_input_tokens") or 0)
+    cache_creation = _count(raw.get("cache_creation_input_tokens") or 0)
+    if tokens_in is None or tokens_out is None or cache_read is None or cache_creation is None:
         return None
-    return trusted(Usage, input_tokens=tokens_in, output_tokens=tokens_out)
+    return trusted(
+        Usage,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cache_read_input_tokens=cache_read,
+        cache_creation_input_tokens=cache_creation,
+    )
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _count(value: Any) -> int | None:
@@ -288,10 +313,3 @@ def _error_text(body: dict[str, Any]) -> str:
     if isinstance(error, str):
         return error[:500]
     return str(body.get("message", "error"))[:500]
-
-
-def _text_of(content: list[Any]) -> str:
-    texts = (
-        block.get("text") for block in content if isinstance(block, dict) and block.get("type") == "text"
-    )
-    return "".join(text for text in texts if isinstance(text, str))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -37,7 +36,6 @@ __all__ = [
     "default_hooks",
     "metrics_app",
     "serve_metrics",
-    "server_address_of",
     "traced",
 ]
 
@@ -65,13 +63,6 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-def server_address_of(url: str) -> tuple[str, int]:
-    """``server.address`` and ``server.port`` of CCR's URL (default ports filled in)."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return parts.hostname or "", port
-
-
 def default_hooks(
     settings: CCRSettings,
     *,
@@ -87,17 +78,18 @@ def default_hooks(
     metrics just sit in ``registry`` (default: the global ``REGISTRY``) until something
     scrapes them.
     """
+    from ccr._http import endpoint
     from ccr._telemetry._otel_metrics import OTelMetricsHook
     from ccr._telemetry._prometheus import PrometheusHook
     from ccr._telemetry._tracing import TracingHook
 
-    address, port = server_address_of(settings.url)
+    ccr = endpoint(settings.url)
     return [
         TracingHook(
             tracer_provider,
             trace_content=settings.trace_content,
-            server_address=address,
-            server_port=port,
+            server_address=ccr.host,
+            server_port=ccr.port,
         ),
         PrometheusHook(registry),
         OTelMetricsHook(meter_provider),

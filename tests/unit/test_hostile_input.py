@@ -467,6 +467,12 @@ UNBELIEVABLE_USAGE = {
     "bool-count": message(usage={"input_tokens": True, "output_tokens": 4}),
     "null-count": message(usage={"input_tokens": None, "output_tokens": 4}),
     "missing-output": message(usage={"input_tokens": 3}),
+    "string-cache-count": message(
+        usage={"input_tokens": 3, "output_tokens": 4, "cache_read_input_tokens": "x"}
+    ),
+    "negative-cache-count": message(
+        usage={"input_tokens": 3, "output_tokens": 4, "cache_creation_input_tokens": -2}
+    ),
     "nan": b'{"content": [{"type": "text", "text": "hi"}], '
     b'"usage": {"input_tokens": NaN, "output_tokens": 4}}',
     "infinity": b'{"content": [{"type": "text", "text": "hi"}], '
@@ -492,11 +498,21 @@ async def test_unbelievable_usage_counts_the_reserved_upper_bound(make_client, f
     [
         ({"input_tokens": 3, "output_tokens": 4}, 7),
         ({"input_tokens": 0, "output_tokens": 0}, 0),
-        ({"input_tokens": 3, "output_tokens": 4, "cache_read_input_tokens": "x", "z": [1]}, 7),
+        ({"input_tokens": 3, "output_tokens": 4, "z": [1]}, 7),
+        ({"input_tokens": 3, "output_tokens": 4, "cache_read_input_tokens": None}, 7),
+        (
+            {
+                "input_tokens": 3,
+                "output_tokens": 4,
+                "cache_read_input_tokens": 10,
+                "cache_creation_input_tokens": 5,
+            },
+            22,
+        ),
         ({"input_tokens": 40_000_000, "output_tokens": 10_000_000}, 50_000_000),
         ({"input_tokens": MAX_BELIEVABLE_TOKENS, "output_tokens": 1}, MAX_BELIEVABLE_TOKENS + 1),
     ],
-    ids=["small", "zero", "extra-fields", "large-believable", "at-the-bound"],
+    ids=["small", "zero", "extra-fields", "null-cache", "cache-counted", "large-believable", "at-the-bound"],
 )
 async def test_believable_usage_is_counted_exactly(make_client, fake_ccr, usage, counted):
     """Believable usage, even zero or very large, is what gets counted."""

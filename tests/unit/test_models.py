@@ -133,16 +133,24 @@ def test_trusted_equals_validated_and_refuses_partial_values():
     """trusted() builds the same model as validation; a missing or unknown field is a TypeError."""
     from ccr._models import Usage, trusted
 
-    usage = trusted(Usage, input_tokens=3, output_tokens=4)
-    assert usage == Usage(input_tokens=3, output_tokens=4)
-    assert usage.model_fields_set == {"input_tokens", "output_tokens"}
-    assert repr(usage) == repr(Usage(input_tokens=3, output_tokens=4))
+    counts = {
+        "input_tokens": 3,
+        "output_tokens": 4,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+    }
+    usage = trusted(Usage, **counts)
+    assert usage == Usage(**counts)
+    assert usage.model_fields_set == set(counts)
+    assert repr(usage) == repr(Usage(**counts))
     with pytest.raises(ValidationError):
         usage.input_tokens = 5  # still frozen
-    with pytest.raises(TypeError, match=r"missing \['output_tokens'\]"):
-        trusted(Usage, input_tokens=3)
+    with pytest.raises(
+        TypeError, match=r"missing \['cache_creation_input_tokens', 'cache_read_input_tokens'\]"
+    ):
+        trusted(Usage, input_tokens=3, output_tokens=4)
     with pytest.raises(TypeError, match=r"unknown \['total'\]"):
-        trusted(Usage, input_tokens=3, output_tokens=4, total=7)
+        trusted(Usage, **counts, total=7)
 
 
 def test_result_builder_names_every_route_result_field():

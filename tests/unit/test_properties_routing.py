@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from ccr import Complexity, RouteDecision, RouteRequest, RoutingPolicy, WorkspacePolicy
 from ccr._models import split_target
-from ccr._routing import decide, estimate_tokens
+from ccr._routing import decide
 
 PROPERTY_SETTINGS = settings(
     max_examples=150,
@@ -126,7 +126,7 @@ def reference_base(request: RouteRequest, policy: RoutingPolicy) -> tuple[Comple
     """The first rule that applies: explicit, task map, long context, default."""
     long_context = (
         policy.long_context_threshold is not None
-        and estimate_tokens(request.prompt_text()) > policy.long_context_threshold
+        and request.size.typical_tokens > policy.long_context_threshold
     )
     if request.complexity is not None:
         level = request.complexity
@@ -245,7 +245,7 @@ def test_decision_validates_as_a_route_decision(policy, request):
     """decide builds without validation; what it builds still passes validation."""
     decision = decide(request, policy)
     assert RouteDecision.model_validate(decision.model_dump()) == decision
-    assert decision.estimated_input_tokens == estimate_tokens(request.prompt_text())
+    assert decision.estimated_input_tokens == request.size.typical_tokens
 
 
 def validate_request(fields: dict) -> tuple[RouteRequest | None, ValidationError | None]:

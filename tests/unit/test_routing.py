@@ -6,7 +6,7 @@ import pytest
 
 from ccr._models import Complexity, RouteRequest
 from ccr._policy import RoutingPolicy, WorkspacePolicy
-from ccr._routing import decide, estimate_tokens, reservation_estimate
+from ccr._routing import decide, reservation_estimate
 
 POLICY = RoutingPolicy(
     chains={
@@ -124,7 +124,7 @@ def test_reservation_estimate_bounds_input_and_output():
     """The reservation covers max_tokens plus a generous bound on the input."""
     request = req(prompt="word " * 100, max_tokens=50)
     assert reservation_estimate(request) >= 50 + 100
-    assert estimate_tokens("abcd" * 10) == 10
+    assert req(prompt="abcd" * 10).size.typical_tokens == 10
 
 
 def test_reservation_estimate_counts_multibyte_text_by_bytes():

@@ -539,7 +539,15 @@ def test_trace_content_keeps_message_roles(
             "messages": [
                 {"role": "user", "content": "first"},
                 {"role": "assistant", "content": [{"type": "text", "text": "second"}]},
-                {"role": "user", "content": [{"type": "image", "source": {"data": "x"}}]},
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": "x"},
+                        }
+                    ],
+                },
             ],
         }
     )
