@@ -198,5 +198,5 @@ def test_an_httpx_client_is_refused_naming_httpx2():
     old_httpx_client = type("AsyncClient", (), {"__module__": "httpx._client"})()  # as httpx 0.28 names it
     with pytest.raises(ConfigurationError, match=r"httpx.AsyncClient; ccr-client runs on httpx2"):
         CCRClient(CCRSettings(), http_client=old_httpx_client, hooks=[])
-    with pytest.raises(ConfigurationError, match="must be an httpx2.AsyncClient"):
+    with pytest.raises(ConfigurationError, match=r"must be an httpx2\.AsyncClient"):
         CCRClient(CCRSettings(), http_client=object(), hooks=[])
