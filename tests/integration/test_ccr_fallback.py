@@ -109,19 +109,19 @@ async def test_deadline_stops_the_chain(ccr_client, ccr_workspace, fake_provider
     assert result.latency_ms < 2000
 
 
-async def test_cancellation_propagates_and_releases_quota(
+async def test_cancellation_propagates_and_charges_quota(
     ccr_client, ccr_workspace, fake_provider, local_only
 ):
-    """wait_for around route_request raises at once; the reservation is given back."""
+    """wait_for around route_request raises at once; CCR got the request, so the hold is charged."""
     fake_provider.set_behavior("mid", Behavior.hang())
     await ccr_client.quota.set_limit(ccr_workspace, 100_000)
     before = asyncio.all_tasks()
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(route(ccr_client, ccr_workspace, attempt_timeout=1.0), timeout=0.3)
     await ccr_client.drain()
-    assert asyncio.all_tasks() == before
+    assert asyncio.all_tasks() <= before  # the request's connection is closed: nothing of ours runs
     status = await ccr_client.get_quota_status(ccr_workspace)
-    assert (status.used_today, status.reserved) == (0, 0)
+    assert status.reserved == 0 and status.used_today > 0
     await ccr_client.quota.clear_limit(ccr_workspace)
 
 

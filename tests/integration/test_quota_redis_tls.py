@@ -266,9 +266,11 @@ async def test_untrusted_certificate_makes_the_store_unreachable(proxy, live_ccr
     )
 
 
-async def test_ccr_tls_settings_do_not_weaken_redis_tls(proxy, certs):
-    """verify_tls=False and ca_file are about CCR: the Redis certificate is still checked."""
-    settings = CCRSettings(redis_url=proxy.url(password=PASSWORD), verify_tls=False, ca_file=certs.ca_file)
+@pytest.mark.parametrize("ccr_tls", ["verify_tls", "ca_file"])
+async def test_ccr_tls_settings_do_not_weaken_redis_tls(proxy, certs, ccr_tls):
+    """verify_tls=False, or a ca_file, are about CCR: the Redis certificate is still checked."""
+    ccr_side = {"verify_tls": False} if ccr_tls == "verify_tls" else {"ca_file": certs.ca_file}
+    settings = CCRSettings(redis_url=proxy.url(password=PASSWORD), **ccr_side)
     quota = manager(settings)
     try:
         with pytest.raises(QuotaUnavailable) as info:
