@@ -8,6 +8,7 @@ injectable for tests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ from ccr._clock import SYSTEM_CLOCK, Clock
 from ccr._errors import ConfigurationError
 from ccr._estimate import reservation_estimate
 from ccr._events import BreakerChanged, Emitter, HealthChecked, Hook, Route, RouteEnded, RouteStarted
-from ccr._fallback import ChainCall, request_body_tail, run_chain
+from ccr._fallback import ChainCall, Send, request_body_tail, run_chain
 from ccr._health import HealthMonitor, run_health_check
 from ccr._http import ccr_headers, check_http_client, endpoint
 from ccr._http import http_client as new_http_client
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from ccr._fallback import ChainOutcome
+    from ccr._stream import RouteStream
 
 log = logging.getLogger("ccr")
 
@@ -256,15 +258,36 @@ class CCRClient:
             if emitter.wants(RouteEnded):
                 emitter.emit(RouteEnded(route, result))
 
-    def _chain_call(self, request: RouteRequest, policy: RoutingPolicy) -> ChainCall:
+    def stream(self, request: RouteRequest | Mapping[str, Any]) -> RouteStream:
+        """Stream one model call: ``async with client.stream(request) as stream``.
+
+        The chain is walked until a target's first content event (falling back exactly as
+        ``route_request`` does before it); after it the stream never falls back and never
+        continues silently: a break raises ``StreamInterrupted``. Bad input raises
+        ``ValidationError`` here, before anything happens. See ``ccr.RouteStream``.
+        """
+        from ccr._stream import RouteStream
+
+        return RouteStream(self, _as_request(request))
+
+    def _chain_call(self, request: RouteRequest, policy: RoutingPolicy, *, stream: bool = False) -> ChainCall:
+        settings = self.settings
+        send: Send = self._sender.post_messages
+        attempt_timeout = request.attempt_timeout or settings.attempt_timeout
+        if stream:
+            from ccr._stream import first_event
+
+            send = functools.partial(first_event, self._sender, self._redactor)
+            # Before its first content event a stream falls back; this bounds the wait.
+            attempt_timeout = request.first_event_timeout or settings.first_event_timeout
         return ChainCall(
-            sender=self._sender,
+            send=send,
             server_address=self._endpoint.host,
             server_port=self._endpoint.port,
             headers={**self._headers, **request.headers} if request.headers else self._headers,
-            body_tail=request_body_tail(request),
-            attempt_timeout=request.attempt_timeout or self.settings.attempt_timeout,
-            deadline=request.deadline or self.settings.deadline,
+            body_tail=request_body_tail(request, stream=stream),
+            attempt_timeout=attempt_timeout,
+            deadline=request.deadline or settings.deadline,
             target_timeouts=policy.timeouts,
             breaker=self._breaker,
         )
@@ -290,9 +313,12 @@ class CCRClient:
         own (``drain()`` waits for it), as the caller must get its cancellation at once.
         """
         if delivery.written and self.settings.quota_on_cancel == "charge":
-            step = self.quota.settle(reservation, reservation.tokens, op="charge")
+            await self._to_the_end(self.quota.settle(reservation, reservation.tokens, op="charge"))
         else:
-            step = self.quota.release(reservation)
+            await self._to_the_end(self.quota.release(reservation))
+
+    async def _to_the_end(self, step: Awaitable[object]) -> None:
+        """Run a quota step to its end even if the caller is cancelled meanwhile."""
         if getattr(self.quota.store, "never_suspends", False):
             await step
             return

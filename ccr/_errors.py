@@ -14,7 +14,8 @@ exceptions calls ``result.raise_for_error()``, which raises the matching class::
         ├── Unauthorized            unauthorized (CCR said 401/403)
         ├── CCRUnavailable          ccr_unavailable (CCR could not be reached at all)
         ├── DeadlineExceeded        deadline_exceeded (the whole chain ran out of time)
-        └── AllTargetsFailed        all_targets_failed (every target was tried)
+        ├── AllTargetsFailed        all_targets_failed (every target was tried)
+        └── StreamInterrupted       stream_interrupted (a stream broke after its first event)
 
 Bad input (a malformed request, policy or target) is a pydantic ``ValidationError``
 naming the field, raised before any side effect; it is not part of this tree because
@@ -24,6 +25,10 @@ it is a programming error of the caller, not an operational one.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ccr._models import Usage
 
 
 class ErrorCode(StrEnum):
@@ -36,6 +41,7 @@ class ErrorCode(StrEnum):
     CCR_UNAVAILABLE = "ccr_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     ALL_TARGETS_FAILED = "all_targets_failed"
+    STREAM_INTERRUPTED = "stream_interrupted"
 
 
 class CCRError(Exception):
@@ -98,6 +104,33 @@ class AllTargetsFailed(RouteError):
     code = ErrorCode.ALL_TARGETS_FAILED
 
 
+class StreamInterrupted(RouteError):
+    """A stream broke after its first content event; it is never continued silently.
+
+    ``partial_text`` is the text streamed until then, ``target`` the target that was
+    answering, ``usage`` what the stream reported so far (``None`` if nothing), and
+    ``reason`` why it broke (``connection_dropped``, ``stream_error_event``,
+    ``idle_timeout``, ``deadline``, ``incomplete_stream``, ...).
+    """
+
+    code = ErrorCode.STREAM_INTERRUPTED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial_text: str = "",
+        target: str | None = None,
+        usage: Usage | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.partial_text = partial_text
+        self.target = target
+        self.usage = usage
+        self.reason = reason
+
+
 ERROR_CLASSES: dict[ErrorCode, type[CCRError]] = {
     cls.code: cls
     for cls in (
@@ -108,6 +141,7 @@ ERROR_CLASSES: dict[ErrorCode, type[CCRError]] = {
         CCRUnavailable,
         DeadlineExceeded,
         AllTargetsFailed,
+        StreamInterrupted,
     )
     if cls.code is not None
 }

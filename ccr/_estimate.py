@@ -93,6 +93,25 @@ def reservation_estimate(request: RouteRequest) -> int:
     return request.size.input_bound + request.max_tokens
 
 
+STREAM_BLOCK_OVERHEAD = 8
+"""Output tokens per streamed block beyond its text (a tool call's framing, say)."""
+
+
+def streamed_usage_bound(request: RouteRequest, output_bytes: int, blocks: int) -> int:
+    """What a completed stream whose usage reads 0/0 may have cost: the input bound plus
+    the UTF-8 bytes it streamed (a token is at least one byte), capped at ``max_tokens``.
+
+    CCR 1.0.73 and 2.0.0 never ask the upstream for stream usage, so this is the common
+    case through CCR. A request that thinks is charged ``max_tokens`` for its output:
+    CCR drops the upstream's reasoning on the way back, so its tokens are not seen.
+    """
+    if request.thinks:
+        output = request.max_tokens
+    else:
+        output = min(request.max_tokens, output_bytes + STREAM_BLOCK_OVERHEAD * blocks)
+    return request.size.input_bound + output
+
+
 def measure(request: RouteRequest) -> RequestSize:
     """Walk every part of ``request`` the model reads."""
     counter = _Counter()

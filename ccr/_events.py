@@ -11,6 +11,8 @@ One routed request emits, in order::
       QuotaStepStarted(op="reserve")   QuotaStepEnded(op, status, error)
       AttemptStarted(headers)          # hooks may add headers (W3C traceparent)
       AttemptEnded | AttemptSkipped    # once per target tried or skipped
+      FirstChunk ... StreamInterruption? AttemptEnded   # a stream: its first content event
+                                       # (no fallback after it), then its end
       QuotaStepStarted(op="settle" | "release" | "charge")   QuotaStepEnded(...)
     RouteEnded(result)                 # result None: the caller cancelled
 
@@ -56,6 +58,7 @@ __all__ = [
     "BreakerChanged",
     "Emitter",
     "Event",
+    "FirstChunk",
     "HealthChecked",
     "Hook",
     "QuotaOp",
@@ -66,6 +69,7 @@ __all__ = [
     "Route",
     "RouteEnded",
     "RouteStarted",
+    "StreamInterruption",
     "on",
 ]
 
@@ -165,6 +169,39 @@ class AttemptEnded(Event):
     content: str | None = None
     exception: BaseException | None = None
     cancelled: bool = False
+    time_to_first_chunk: float | None = None
+    """For a stream: seconds from sending to its first content event."""
+
+    @property
+    def route(self) -> Route:
+        return self.start.route
+
+
+@dataclass(frozen=True, slots=True)
+class FirstChunk(Event):
+    """A stream's first content event arrived: from here on it will not fall back.
+
+    The attempt's ``AttemptEnded`` comes when the stream ends.
+    """
+
+    start: AttemptStarted
+    time_to_first_chunk: float
+
+    @property
+    def route(self) -> Route:
+        return self.start.route
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInterruption(Event):
+    """A stream broke after its first content event (``StreamInterrupted`` for the caller).
+
+    ``error_type``: ``connection_dropped``, ``stream_error_event``, ``idle_timeout``,
+    ``deadline``, ``incomplete_stream``, ``invalid_event`` or ``transport_error``.
+    """
+
+    start: AttemptStarted
+    error_type: str
 
     @property
     def route(self) -> Route:
@@ -227,6 +264,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     AttemptStarted,
     AttemptEnded,
     AttemptSkipped,
+    FirstChunk,
+    StreamInterruption,
     HealthChecked,
     QuotaWarned,
     QuotaStoreFailed,

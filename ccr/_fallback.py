@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ccr._breaker import CircuitBreaker
 from ccr._errors import ErrorCode
-from ccr._events import AttemptEnded, AttemptSkipped, AttemptStarted, Emitter, Route
+from ccr._events import AttemptEnded, AttemptSkipped, AttemptStarted, Emitter, FirstChunk, Route
 from ccr._models import Attempt, AttemptOutcome, RouteRequest, split_target, trusted
-from ccr._transport import Delivery, Reply, Sender, Verdict
+from ccr._transport import Delivery, Reply, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +30,23 @@ class ChainOutcome:
     target: str | None = None
     error: ErrorCode | None = None
     error_message: str | None = None
+    start: AttemptStarted | None = None
+    """The answering attempt's start: a stream reports its end when the stream ends."""
+
+
+Send = Callable[[bytes, dict[str, str], float, Delivery], Awaitable[Reply]]
+"""One attempt: (body, headers, time bound, delivery) -> the classified reply."""
 
 
 @dataclass(frozen=True, slots=True)
 class ChainCall:
-    """Everything one walk needs that does not change between attempts."""
+    """Everything one walk needs that does not change between attempts.
 
-    sender: Sender
+    ``send`` is ``Sender.post_messages``, or for a stream the attempt that opens it and
+    reads up to its first content event (``ccr._stream``): the walk is the same.
+    """
+
+    send: Send
     server_address: str
     server_port: int
     headers: Mapping[str, str]
@@ -137,7 +147,7 @@ async def run_chain(
             match reply.verdict:
                 case Verdict.SUCCESS:
                     breaker.record_success(target, since=sent_at)
-                    return ChainOutcome(tuple(attempts), reply=reply, target=target)
+                    return ChainOutcome(tuple(attempts), reply=reply, target=target, start=start)
                 case Verdict.UNREACHABLE:
                     # CCR itself is down: no target is to blame, and none can answer.
                     return ChainOutcome(
@@ -206,7 +216,7 @@ async def _try(
         emitter.emit(start)  # hooks may add headers (traceparent) before the request is sent
     content = request_body(target, call.body_tail)
     try:
-        reply = await call.sender.post_messages(content, start.headers, timeout, delivery)
+        reply = await call.send(content, start.headers, timeout, delivery)
     except asyncio.CancelledError as exc:
         if emitter.wants(AttemptEnded):
             cancelled = _attempt(target, AttemptOutcome.ERROR, error_type="cancelled")
@@ -220,12 +230,16 @@ async def _try(
         latency_ms=reply.latency_ms,
         error_message=reply.error_message,
     )
-    if emitter.wants(AttemptEnded):
-        emitter.emit(_ended(start, attempt, reply))
+    if reply.first_chunk_s is not None:
+        # A stream that reached its first content event: its attempt ends with the stream.
+        if emitter.wants(FirstChunk):
+            emitter.emit(FirstChunk(start, reply.first_chunk_s))
+    elif emitter.wants(AttemptEnded):
+        emitter.emit(attempt_ended(start, attempt, reply))
     return reply, attempt
 
 
-def _ended(start: AttemptStarted, attempt: Attempt, reply: Reply) -> AttemptEnded:
+def attempt_ended(start: AttemptStarted, attempt: Attempt, reply: Reply) -> AttemptEnded:
     body = reply.body or {}
     response_model = body.get("model")
     response_id = body.get("id")
@@ -239,4 +253,5 @@ def _ended(start: AttemptStarted, attempt: Attempt, reply: Reply) -> AttemptEnde
         finish_reasons=(stop_reason,) if isinstance(stop_reason, str) else (),
         content=reply.content,
         exception=reply.exception,
+        time_to_first_chunk=reply.first_chunk_s,
     )

@@ -257,6 +257,9 @@ class RouteRequest(BaseModel):
     )
     context: dict[str, Any] = Field(default_factory=dict)
     attempt_timeout: float | None = Field(default=None, gt=0)
+    first_event_timeout: float | None = Field(
+        default=None, gt=0, description="For a stream: the longest wait for a target's first content event."
+    )
     deadline: float | None = Field(default=None, gt=0)
     dry_run: bool = False
 

@@ -107,6 +107,53 @@ def routed_result(
     )
 
 
+def stream_result(
+    request: RouteRequest,
+    decision: RouteDecision,
+    started: float,
+    outcome: ChainOutcome,
+    status: QuotaStatus | None,
+    *,
+    checked: bool,
+    final: Attempt,
+    usage: Usage | None,
+    content: str,
+    blocks: Sequence[ContentBlock],
+    stop_reason: str | None,
+    stop_sequence: str | None,
+    error_message: str | None,
+) -> RouteResult:
+    """A stream that reached its first event: complete (``error_message`` None) or not.
+
+    ``final`` replaces the answering attempt (it now spans the whole stream). An
+    interrupted stream keeps what it streamed (content, blocks, usage so far).
+    """
+    assert outcome.target is not None
+    attempts = [*outcome.attempts[:-1], final]
+    tried = [a.target for a in attempts if a.outcome is not AttemptOutcome.SKIPPED]
+    complete = error_message is None
+    return _result(
+        request,
+        decision,
+        started,
+        success=complete,
+        model=outcome.target,
+        provider=split_target(outcome.target)[0],
+        attempts=attempts,
+        fallback_used=outcome.target != decision.chain[0],
+        fallback_attempts=tried[1:],
+        usage=usage,
+        content=content,
+        blocks=blocks,
+        stop_reason=stop_reason,
+        stop_sequence=stop_sequence,
+        error=None if complete else ErrorCode.STREAM_INTERRUPTED,
+        error_message=error_message,
+        quota=status,
+        quota_checked=checked and status is not None,
+    )
+
+
 def _result(
     request: RouteRequest,
     decision: RouteDecision,

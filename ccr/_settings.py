@@ -50,6 +50,10 @@ class CCRSettings(BaseSettings):
     attempt_timeout: Seconds = 60.0
     deadline: Seconds = 180.0
     connect_timeout: Seconds = 5.0
+    # A stream falls back until its first content event; this bounds the wait for it.
+    first_event_timeout: Seconds = 30.0
+    # After the first event, the longest silence a stream may keep before it is interrupted.
+    stream_idle_timeout: Seconds = 60.0
     routing_file: Path | None = None
     max_connections: int = Field(default=100, ge=1)
     verify_tls: bool = True

@@ -10,8 +10,10 @@ that dead hop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -67,6 +69,10 @@ class Reply:
     stop_sequence: str | None = None
     error_message: str | None = None
     exception: BaseException | None = None
+    stream: Any = None
+    """A stream that reached its first content event (``ccr._stream.OpenStream``)."""
+    first_chunk_s: float | None = None
+    """Seconds from sending to the first content event, for a stream."""
 
 
 class Delivery:
@@ -100,6 +106,34 @@ class Sender(Protocol):
         self, content: bytes, headers: dict[str, str], timeout: float, delivery: Delivery
     ) -> Reply: ...
 
+    async def open_stream(self, content: bytes, headers: dict[str, str], delivery: Delivery) -> Reply | Body:
+        """POST a streaming attempt: the open body on a 2xx, else the classified failure.
+
+        Unbounded by itself: the caller bounds it (and the body's reads) on its own clock.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class BodyBroken(Exception):
+    """Reading a streamed body failed: the connection dropped or the stack gave up."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+class Body(Protocol):
+    """An open streamed response body: its chunks as they arrive, and a way to let go.
+
+    ``chunks()`` raises :class:`BodyBroken` when the transport fails mid-body. ``aclose()``
+    closes the connection unless the body was read to its end (then it may be reused).
+    """
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -113,7 +147,7 @@ class HttpxSender:
     cancellation storm of the chaos suite proves no slot is lost.
     """
 
-    __slots__ = ("_http", "_redactor", "_traced", "_url")
+    __slots__ = ("_http", "_redactor", "_stream_timeout", "_traced", "_url")
 
     def __init__(self, http: httpx2.AsyncClient, url: str, redactor: Redactor) -> None:
         from ccr._http import supports_trace
@@ -122,6 +156,44 @@ class HttpxSender:
         self._url = httpx2.URL(url)  # parsed once: httpx2 would parse a string on every request
         self._redactor = redactor
         self._traced = supports_trace(http, url)
+        # A stream's reads are bounded by our idle and first-event timeouts, not httpx2's.
+        self._stream_timeout = httpx2.Timeout(http.timeout.connect, read=None, write=None, pool=None)
+
+    async def open_stream(self, content: bytes, headers: dict[str, str], delivery: Delivery) -> Reply | Body:
+        """POST a streaming attempt; see ``Sender.open_stream``."""
+        started = time.perf_counter()
+        if self._traced:
+            extensions: dict[str, Any] | None = {"trace": delivery.trace}
+        else:
+            extensions = None
+            delivery.written = True
+        request = self._http.build_request(
+            "POST",
+            self._url,
+            content=content,
+            headers=headers,
+            extensions=extensions,
+            timeout=self._stream_timeout,
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except Exception as exc:
+            failure = _httpx_failure(exc, started)
+            if failure is None:
+                raise
+            return failure
+        if 200 <= response.status_code < 300:
+            return _HttpxBody(response)
+        try:
+            raw = await response.aread()
+        except Exception as exc:
+            failure = _httpx_failure(exc, started)
+            if failure is None:
+                raise
+            return failure
+        finally:
+            await response.aclose()
+        return classify(response.status_code, raw, (time.perf_counter() - started) * 1000.0, self._redactor)
 
     async def post_messages(
         self, content: bytes, headers: dict[str, str], timeout: float, delivery: Delivery
@@ -142,35 +214,67 @@ class HttpxSender:
             return failed(
                 "timeout", started, exc, Verdict.FALL_BACK, "no answer in time", AttemptOutcome.TIMEOUT
             )
-        except httpx2.ConnectError as exc:
-            return failed("connect_error", started, exc, Verdict.UNREACHABLE, "CCR refused the connection")
-        except httpx2.ConnectTimeout as exc:
-            return failed(
-                "connect_timeout",
-                started,
-                exc,
-                Verdict.UNREACHABLE,
-                "CCR did not accept a connection in time",
-            )
-        except httpx2.TimeoutException as exc:
-            return failed(
-                "timeout", started, exc, Verdict.FALL_BACK, "no answer in time", AttemptOutcome.TIMEOUT
-            )
-        except (httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteError) as exc:
-            return failed(
-                "connection_dropped",
-                started,
-                exc,
-                Verdict.FALL_BACK_UNBLAMED,
-                "CCR closed the connection mid-request",
-            )
-        except (httpx2.HTTPError, OSError) as exc:
-            return failed("transport_error", started, exc, Verdict.FALL_BACK, type(exc).__name__)
+        except Exception as exc:
+            failure = _httpx_failure(exc, started)
+            if failure is None:
+                raise
+            return failure
         latency_ms = (time.perf_counter() - started) * 1000.0
         return classify(response.status_code, response.content, latency_ms, self._redactor)
 
     async def aclose(self) -> None:
         """Nothing of its own to close: the client owns the ``httpx2.AsyncClient``."""
+
+
+def _httpx_failure(exc: Exception, started: float) -> Reply | None:
+    """What an httpx2 error means for the chain; ``None`` for what is not a transport error."""
+    if isinstance(exc, httpx2.ConnectError):
+        return failed("connect_error", started, exc, Verdict.UNREACHABLE, "CCR refused the connection")
+    if isinstance(exc, httpx2.ConnectTimeout):
+        return failed(
+            "connect_timeout", started, exc, Verdict.UNREACHABLE, "CCR did not accept a connection in time"
+        )
+    if isinstance(exc, httpx2.TimeoutException):
+        return failed("timeout", started, exc, Verdict.FALL_BACK, "no answer in time", AttemptOutcome.TIMEOUT)
+    if isinstance(exc, httpx2.RemoteProtocolError | httpx2.ReadError | httpx2.WriteError):
+        return failed(
+            "connection_dropped",
+            started,
+            exc,
+            Verdict.FALL_BACK_UNBLAMED,
+            "CCR closed the connection mid-request",
+        )
+    if isinstance(exc, httpx2.HTTPError | OSError):
+        return failed("transport_error", started, exc, Verdict.FALL_BACK, type(exc).__name__)
+    return None
+
+
+class _HttpxBody:
+    """A streamed httpx2 response."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self._response = response
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            # aclosing: a stream left before its end closes httpx2's generators now, not
+            # later in tasks the loop would start to finalize them.
+            async with contextlib.aclosing(self._response.aiter_bytes()) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except (httpx2.RemoteProtocolError, httpx2.ReadError) as exc:
+            raise BodyBroken("connection_dropped", "CCR closed the connection mid-stream") from exc
+        except (httpx2.HTTPError, OSError) as exc:
+            raise BodyBroken("transport_error", type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+        # httpx2's AsyncResponseStream iterates httpcore2's stream without closing that
+        # generator; a stream left before its end hands it to the loop's finalizer, in a
+        # task of its own. One turn of the loop lets that task finish, so no task is left.
+        await asyncio.sleep(0)
 
 
 def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> Reply:

@@ -58,6 +58,7 @@ import asyncio
 import contextvars
 import ssl
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -67,7 +68,7 @@ from ccr._http import tls_context
 from ccr._models import AttemptOutcome
 from ccr._redact import Redactor
 from ccr._settings import CCRSettings
-from ccr._transport import Delivery, Reply, Verdict, classify, failed
+from ccr._transport import Body, BodyBroken, Delivery, Reply, Verdict, classify, failed
 
 # The attempt being sent in this task; the connector marks it written.
 _DELIVERY: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar("ccr_delivery", default=None)
@@ -170,42 +171,47 @@ class AiohttpSender:
                     raw = await response.read()  # closes the connection itself if this fails
                 finally:
                     response.release()  # gives the connection back before the slot
-        except aiohttp.ServerTimeoutError as exc:  # before TimeoutError: it is one
-            return failed(
-                "connect_timeout",
-                started,
-                exc,
-                Verdict.UNREACHABLE,
-                "CCR did not accept a connection in time",
-            )
         except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ServerTimeoutError):
+                return _failure(exc, started)  # aiohttp's connect timeout: CCR is unreachable
             return failed(
                 "timeout", started, exc, Verdict.FALL_BACK, "no answer in time", AttemptOutcome.TIMEOUT
             )
-        except aiohttp.ClientSSLError as exc:
-            return failed(
-                "connect_error",
-                started,
-                exc,
-                Verdict.UNREACHABLE,
-                f"TLS with CCR failed ({type(exc).__name__})",
-            )
-        except aiohttp.ClientConnectorError as exc:
-            return failed("connect_error", started, exc, Verdict.UNREACHABLE, "CCR refused the connection")
-        except _DROPPED as exc:
-            return failed(
-                "connection_dropped",
-                started,
-                exc,
-                Verdict.FALL_BACK_UNBLAMED,
-                "CCR closed the connection mid-request",
-            )
         except (aiohttp.ClientError, OSError) as exc:
-            return failed("transport_error", started, exc, Verdict.FALL_BACK, type(exc).__name__)
+            return _failure(exc, started)
         finally:
             _DELIVERY.reset(token)
         latency_ms = (time.perf_counter() - started) * 1000.0
         return classify(response.status, raw, latency_ms, self._redactor)
+
+    async def open_stream(self, content: bytes, headers: dict[str, str], delivery: Delivery) -> Reply | Body:
+        """POST a streaming attempt; see ``Sender.open_stream``. The pool slot is held
+        until the body is closed."""
+        session = self._session
+        if session is None or self._loop is not asyncio.get_running_loop():
+            session = self._open()
+        started = time.perf_counter()
+        token = _DELIVERY.set(delivery)
+        await self._slots.acquire()
+        try:
+            response = await session.post(self._url, data=content, headers=headers, allow_redirects=False)
+        except BaseException as exc:
+            self._slots.release()
+            if isinstance(exc, aiohttp.ClientError | OSError):
+                return _failure(exc, started)
+            raise
+        finally:
+            _DELIVERY.reset(token)
+        if 200 <= response.status < 300:
+            return _AiohttpBody(response, self._slots)
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, OSError) as exc:
+            return _failure(exc, started)
+        finally:
+            response.release()
+            self._slots.release()
+        return classify(response.status, raw, (time.perf_counter() - started) * 1000.0, self._redactor)
 
     async def aclose(self) -> None:
         """Close the session and wait for its connections to close."""
@@ -216,3 +222,57 @@ class AiohttpSender:
             # Older aiohttp returns before its transports' close callbacks have run; one turn
             # of the loop runs them, in case the caller closes the loop right after.
             await asyncio.sleep(0)
+
+
+def _failure(exc: BaseException, started: float) -> Reply:
+    """What an aiohttp error means for the chain (the table in the module docstring)."""
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return failed(
+            "connect_timeout", started, exc, Verdict.UNREACHABLE, "CCR did not accept a connection in time"
+        )
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return failed(
+            "connect_error", started, exc, Verdict.UNREACHABLE, f"TLS with CCR failed ({type(exc).__name__})"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return failed("connect_error", started, exc, Verdict.UNREACHABLE, "CCR refused the connection")
+    if isinstance(exc, _DROPPED):
+        return failed(
+            "connection_dropped",
+            started,
+            exc,
+            Verdict.FALL_BACK_UNBLAMED,
+            "CCR closed the connection mid-request",
+        )
+    return failed("transport_error", started, exc, Verdict.FALL_BACK, type(exc).__name__)
+
+
+class _AiohttpBody:
+    """A streamed aiohttp response; closing it gives its pool slot back."""
+
+    __slots__ = ("_closed", "_response", "_slots")
+
+    def __init__(self, response: aiohttp.ClientResponse, slots: asyncio.Semaphore) -> None:
+        self._response = response
+        self._slots = slots
+        self._closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except _DROPPED as exc:
+            raise BodyBroken("connection_dropped", "CCR closed the connection mid-stream") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BodyBroken("transport_error", type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        response = self._response
+        if response.content.at_eof():
+            response.release()  # read to its end: the connection may be reused
+        else:
+            response.close()  # cut short: the connection is closed, never pooled
+        self._slots.release()
