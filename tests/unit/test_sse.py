@@ -58,7 +58,7 @@ STREAM = (
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=40))
 def test_any_split_parses_to_the_same_events(cuts):
-    """However the body is cut into chunks (inside lines, CRLFs or UTF-8 characters), the events are the same."""
+    """However the body is cut (inside lines, CRLFs or UTF-8 characters), the events are the same."""
     assert decode_all(STREAM, cuts) == decode_all(STREAM, [])
 
 

@@ -154,10 +154,14 @@ async def test_a_slow_first_event_falls_back_after_first_event_timeout(make_clie
 
 async def interrupted(client, request=REQ):
     async with client.stream(request) as stream:
-        seen = []
-        with pytest.raises(StreamInterrupted) as caught:
+        seen: list = []
+
+        async def read() -> None:
             async for event in stream:
                 seen.append(event)
+
+        with pytest.raises(StreamInterrupted) as caught:
+            await read()
         return caught.value, seen, await stream.final_result()
 
 
@@ -174,10 +178,10 @@ async def interrupted(client, request=REQ):
     ],
 )
 async def test_a_break_after_the_first_event_raises_stream_interrupted(make_client, fake_ccr, script, reason):
-    """After content was seen there is no fallback and no silent end: StreamInterrupted, with the partial text."""
+    """After content was seen: no fallback, no silent end, but StreamInterrupted with the partial text."""
     fake_ccr.set("up,mid", script)
     client = make_client(daily_token_limit=10_000, hooks=[])
-    error, seen, result = await interrupted(client)
+    error, _, result = await interrupted(client)
     assert (error.reason, error.partial_text, error.target) == (reason, "one two ", "up,mid")
     assert error.code is ErrorCode.STREAM_INTERRUPTED
     assert fake_ccr.calls["backup,mid"] == 0  # never continued elsewhere
@@ -293,7 +297,7 @@ async def test_a_tool_use_stream_assembles_tool_use_blocks(make_client, fake_ccr
 
 
 async def test_when_no_target_answers_iterating_raises_and_the_result_is_failed(make_client, fake_ccr):
-    """Every target fails before its first event: iterating raises the CCRError, final_result is the failure."""
+    """No target reaches its first event: iterating raises the CCRError, final_result is the failure."""
     fake_ccr.set("up,mid", 503)
     fake_ccr.set("backup,mid", 503)
     client = make_client(daily_token_limit=10_000)
