@@ -31,6 +31,8 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
         """The events completed by ``chunk`` (possibly none)."""
+        if not chunk:
+            return []
         if self._pending_cr:
             # A CR ended the last chunk: a LF opening this one belongs to it (CRLF).
             self._pending_cr = False
