@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Final
 
 from opentelemetry import metrics
 
-from ccr._events import AttemptEnded
+from ccr._events import AttemptEnded, FirstChunk
 from ccr._models import AttemptOutcome
 from ccr._telemetry._common import SCHEMA_URL, Exporter, handles
 from ccr._version import __version__
@@ -32,7 +32,7 @@ TOKEN_BUCKETS: Final = tuple(float(4**i) for i in range(14))
 class OTelMetricsHook(Exporter):
     """Records GenAI client metrics per attempt on ``meter_provider`` (default: global)."""
 
-    __slots__ = ("_duration", "_tokens")
+    __slots__ = ("_duration", "_first_chunk", "_tokens")
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         meter = metrics.get_meter("ccr", __version__, meter_provider=meter_provider, schema_url=SCHEMA_URL)
@@ -47,6 +47,26 @@ class OTelMetricsHook(Exporter):
             unit="{token}",
             description="Number of input and output tokens used.",
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self._first_chunk: Histogram = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
+            description="Time to receive the first chunk of a streamed response.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+
+    @handles(FirstChunk)
+    def _first(self, event: FirstChunk) -> None:
+        start = event.start
+        self._first_chunk.record(
+            event.time_to_first_chunk,
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": start.provider,
+                "gen_ai.request.model": start.target,
+                "server.address": start.server_address,
+                "server.port": start.server_port,
+            },
         )
 
     @handles(AttemptEnded)

@@ -42,11 +42,13 @@ from ccr._events import (
     AttemptEnded,
     AttemptSkipped,
     BreakerChanged,
+    FirstChunk,
     HealthChecked,
     QuotaStoreFailed,
     QuotaWarned,
     RouteEnded,
     RouteStarted,
+    StreamInterruption,
 )
 from ccr._models import AttemptOutcome, BreakerState, HealthStatus, split_target
 from ccr._telemetry._common import Exporter, handles
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 
 # LLM calls take from tens of milliseconds (cache hits, errors) to minutes (long outputs).
 LATENCY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+FIRST_TOKEN_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 HEALTH_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _HEALTH_VALUE: Final = {status: index for index, status in enumerate(HealthStatus)}
@@ -170,6 +173,24 @@ class _Metrics:
                 multiprocess_mode="livemax",
             )
         )
+        self.first_token: _Children[tuple[str], Histogram] = _Children(
+            Histogram(
+                "ccr_time_to_first_token_seconds",
+                "Time from sending a streamed attempt to its first content event, by provider.",
+                ["provider"],
+                buckets=FIRST_TOKEN_BUCKETS,
+                registry=registry,
+            )
+        )
+        self.interruptions: _Children[tuple[str, str], Counter] = _Children(
+            Counter(
+                "ccr_stream_interruptions",
+                "Streams that broke after their first content event, by provider and why "
+                "(connection_dropped, stream_error_event, idle_timeout, deadline, incomplete_stream, ...).",
+                ["provider", "error_type"],
+                registry=registry,
+            )
+        )
         self.active = Gauge(
             "ccr_active_requests",
             "Requests being routed right now.",
@@ -233,6 +254,18 @@ class PrometheusHook(Exporter):
                 metrics.tokens[(provider, "input")].inc(usage.input_tokens)
             if usage.output_tokens:
                 metrics.tokens[(provider, "output")].inc(usage.output_tokens)
+            if usage.cache_read_input_tokens:
+                metrics.tokens[(provider, "cache_read")].inc(usage.cache_read_input_tokens)
+            if usage.cache_creation_input_tokens:
+                metrics.tokens[(provider, "cache_write")].inc(usage.cache_creation_input_tokens)
+
+    @handles(FirstChunk)
+    def _first_chunk(self, event: FirstChunk) -> None:
+        self._metrics.first_token[(event.start.provider,)].observe(event.time_to_first_chunk)
+
+    @handles(StreamInterruption)
+    def _stream_interrupted(self, event: StreamInterruption) -> None:
+        self._metrics.interruptions[(event.start.provider, event.error_type)].inc()
 
     @handles(AttemptSkipped)
     def _attempt_skipped(self, event: AttemptSkipped) -> None:

@@ -262,15 +262,22 @@ class TracingHook(Exporter):
         }
         if request.temperature is not None:
             attributes["gen_ai.request.temperature"] = request.temperature
+        if event.route.stream:
+            attributes["gen_ai.request.stream"] = True
         span = self._tracer.start_span(
             f"chat {event.target}", context=spans.ctx, kind=SpanKind.CLIENT, attributes=attributes
         )
         if self._trace_content and span.is_recording():
             span.set_attribute("gen_ai.input.messages", _input_messages(request))
             if request.system:
+                texts = (
+                    [request.system]
+                    if isinstance(request.system, str)
+                    else [b["text"] for b in request.system]
+                )
                 span.set_attribute(
                     "gen_ai.system_instructions",
-                    json.dumps([{"type": "text", "content": request.system}], ensure_ascii=False),
+                    json.dumps([{"type": "text", "content": text} for text in texts], ensure_ascii=False),
                 )
         spans.attempts[event.index] = span
         # The attempt's own context (built on the route's, so the caller's baggage rides
@@ -295,9 +302,16 @@ class TracingHook(Exporter):
                 attributes["gen_ai.response.id"] = event.response_id
             if event.finish_reasons:
                 attributes["gen_ai.response.finish_reasons"] = event.finish_reasons
-            if event.usage is not None:
-                attributes["gen_ai.usage.input_tokens"] = event.usage.input_tokens
-                attributes["gen_ai.usage.output_tokens"] = event.usage.output_tokens
+            usage = event.usage
+            if usage is not None:
+                attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
+                attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
+                if usage.cache_read_input_tokens:
+                    attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cache_read_input_tokens
+                if usage.cache_creation_input_tokens:
+                    attributes["gen_ai.usage.cache_write.input_tokens"] = usage.cache_creation_input_tokens
+            if event.time_to_first_chunk is not None:
+                attributes["gen_ai.response.time_to_first_chunk"] = event.time_to_first_chunk
             if attempt.status_code is not None:
                 attributes["http.response.status_code"] = attempt.status_code
             if event.cancelled:

@@ -249,3 +249,32 @@ def test_the_custom_hook_example_of_the_doc_runs_and_prints_what_the_doc_shows()
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout == printed
+
+
+async def test_a_stream_is_traced_and_measured(fake, spans):
+    """The attempt span covers the stream and records stream and time-to-first-chunk; the
+    first-token histogram counts it."""
+    tracer_provider, exporter = spans
+    registry = CollectorRegistry()
+    async with (
+        CCRClient(
+            CCRSettings(url=fake.url), policy=POLICY, registry=registry, tracer_provider=tracer_provider
+        ) as client,
+        client.stream(REQUEST) as stream,
+    ):
+        text = "".join([piece async for piece in stream.text_stream])
+    assert text
+    (answered,) = [s for s in exporter.get_finished_spans() if s.name == "chat backup,mid"]
+    assert answered.attributes["gen_ai.request.stream"] is True
+    assert answered.attributes["gen_ai.response.time_to_first_chunk"] > 0
+    assert (
+        answered.end_time
+        >= next(s for s in exporter.get_finished_spans() if s.name == "ccr.quota.reserve").end_time
+    )
+    assert registry.get_sample_value("ccr_time_to_first_token_seconds_count", {"provider": "backup"}) == 1
+    assert (
+        registry.get_sample_value(
+            "ccr_requests_total", {"provider": "backup", "task_type": "code_review", "status": "success"}
+        )
+        == 1
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from _synthetic import (
+    DECISION,
+    REQUEST,
     SERVER_ADDRESS,
     SERVER_PORT,
     TIMED_OUT,
@@ -16,7 +18,7 @@ from _synthetic import (
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
-from ccr._events import AttemptEnded, RouteEnded, RouteStarted
+from ccr._events import AttemptEnded, FirstChunk, Route, RouteEnded, RouteStarted
 from ccr._telemetry import OTelMetricsHook
 
 
@@ -33,9 +35,21 @@ def histogram_points(reader: InMemoryMetricReader, name: str) -> list[HistogramD
     return points
 
 
-def test_otel_metrics_subscribe_to_finished_attempts_only() -> None:
-    """Only AttemptEnded carries a duration or usage: it is the one event asked for."""
-    assert OTelMetricsHook.events == {AttemptEnded}
+def test_otel_metrics_subscribe_to_finished_attempts_and_first_chunks_only() -> None:
+    """AttemptEnded carries a duration and usage, FirstChunk a stream's time to first chunk."""
+    assert OTelMetricsHook.events == {AttemptEnded, FirstChunk}
+
+
+def test_time_to_first_chunk_is_recorded_for_streams(
+    meter_provider: MeterProvider, metric_reader: InMemoryMetricReader
+) -> None:
+    """gen_ai.client.operation.time_to_first_chunk gets one point per stream that started."""
+    hook = OTelMetricsHook(meter_provider)
+    route = Route(request=REQUEST, decision=DECISION, stream=True)
+    feed(hook, [RouteStarted(route), FirstChunk(attempt_started(route, "up,ok-a", 0), 0.25)])
+    (point,) = histogram_points(metric_reader, "gen_ai.client.operation.time_to_first_chunk")
+    assert (point.count, point.sum) == (1, 0.25)
+    assert point.attributes["gen_ai.request.model"] == "up,ok-a"
 
 
 def test_otel_genai_metrics_per_attempt(

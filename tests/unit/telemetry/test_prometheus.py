@@ -36,13 +36,16 @@ from ccr._events import (
     AttemptSkipped,
     AttemptStarted,
     BreakerChanged,
+    FirstChunk,
     HealthChecked,
     QuotaStepEnded,
     QuotaStepStarted,
     QuotaStoreFailed,
     QuotaWarned,
+    Route,
     RouteEnded,
     RouteStarted,
+    StreamInterruption,
 )
 from ccr._models import BreakerState, HealthStatus
 from ccr._telemetry import PrometheusHook, metrics_app, serve_metrics
@@ -64,8 +67,22 @@ def test_prometheus_subscribes_only_to_the_events_it_counts() -> None:
         QuotaWarned,
         QuotaStoreFailed,
         BreakerChanged,
+        FirstChunk,
+        StreamInterruption,
     }
     assert not {AttemptStarted, QuotaStepStarted, QuotaStepEnded} & PrometheusHook.events
+
+
+def test_streams_count_time_to_first_token_and_interruptions(registry: CollectorRegistry) -> None:
+    """ccr_time_to_first_token_seconds per provider; interruptions by provider and error_type."""
+    hook = PrometheusHook(registry)
+    route = Route(request=REQUEST, decision=DECISION, stream=True)
+    start = attempt_started(route, "up,ok-a", 0)
+    feed(hook, [RouteStarted(route), FirstChunk(start, 0.3), StreamInterruption(start, "idle_timeout")])
+    assert registry.get_sample_value("ccr_time_to_first_token_seconds_count", {"provider": "up"}) == 1
+    assert registry.get_sample_value("ccr_time_to_first_token_seconds_sum", {"provider": "up"}) == 0.3
+    labels = {"provider": "up", "error_type": "idle_timeout"}
+    assert registry.get_sample_value("ccr_stream_interruptions_total", labels) == 1
 
 
 def test_fallback_route_moves_every_counter_and_histogram(registry: CollectorRegistry) -> None:
