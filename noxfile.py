@@ -103,6 +103,14 @@ def load(session: nox.Session) -> None:
     session.run("python", "tests/load/run_local.py", *session.posargs)
 
 
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The docs site, ``mkdocs build --strict`` into build/site/ (API reference, settings table)."""
+    _install(session, "docs")
+    # NO_MKDOCS_2_WARNING: mkdocs-material's end-of-life banner, printed on every build.
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks side by side with raw httpx, raw aiohttp (and LiteLLM when installable)."""
