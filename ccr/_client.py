@@ -120,6 +120,7 @@ class CCRClient:
         self._sender: Sender = sender
         self._headers = ccr_headers(settings)
         self._background: set[asyncio.Task[None]] = set()
+        self._parked: set[asyncio.Task[None]] = set()
         self._policy_lock = asyncio.Lock()
         if policy is not None:
             self._breaker.track(policy.targets())
@@ -144,7 +145,10 @@ class CCRClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop abandoned requests, finish pending releases, close the pools this client owns."""
+        """Finish pending bookkeeping, stop parked streams, close the pools this client owns."""
+        for parked in list(self._parked):
+            parked.cancel()
+        await asyncio.gather(*self._parked, return_exceptions=True)
         await self.drain()
         await self._sender.aclose()
         await self.quota.aclose()
@@ -277,7 +281,7 @@ class CCRClient:
         if stream:
             from ccr._stream import first_event
 
-            send = functools.partial(first_event, self._sender, self._redactor)
+            send = functools.partial(first_event, self._sender, self._redactor, self._park)
             # Before its first content event a stream falls back; this bounds the wait.
             attempt_timeout = request.first_event_timeout or settings.first_event_timeout
         return ChainCall(
@@ -316,6 +320,16 @@ class CCRClient:
             await self._to_the_end(self.quota.settle(reservation, reservation.tokens, op="charge"))
         else:
             await self._to_the_end(self.quota.release(reservation))
+
+    def _park(self, opening: asyncio.Future[Any]) -> None:
+        """Keep a stream request given up on before CCR answered open until it answers."""
+        from ccr._stream import close_when_answered
+
+        task = asyncio.get_running_loop().create_task(
+            close_when_answered(opening, self.settings.stream_park_timeout)
+        )
+        self._parked.add(task)
+        task.add_done_callback(self._parked.discard)
 
     async def _to_the_end(self, step: Awaitable[object]) -> None:
         """Run a quota step to its end even if the caller is cancelled meanwhile."""

@@ -42,6 +42,8 @@ class CCRSettings(BaseSettings):
         frozen=True,
         populate_by_name=True,
         validate_default=True,
+        # A rejected redis_url or url may carry a password: errors name the field, not the value.
+        hide_input_in_errors=True,
     )
 
     # --- core (routing and fallback) ---
@@ -54,6 +56,9 @@ class CCRSettings(BaseSettings):
     first_event_timeout: Seconds = 30.0
     # After the first event, the longest silence a stream may keep before it is interrupted.
     stream_idle_timeout: Seconds = 60.0
+    # A stream given up on before CCR answered stays open (in the background) until CCR
+    # answers, at most this long: closing it earlier makes CCR 1.0.73 crash.
+    stream_park_timeout: Seconds = 60.0
     routing_file: Path | None = None
     max_connections: int = Field(default=100, ge=1)
     verify_tls: bool = True
@@ -129,10 +134,11 @@ class CCRSettings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
-        ):
-            raise ValueError("redis_url must start with redis://, rediss://, unix:// or redis+cluster://")
+        """Scheme, host, port, database and query options; the message never quotes the URL."""
+        from ccr._quota._url import check_redis_url
+
+        if value is not None:
+            check_redis_url(value.get_secret_value())
         return value
 
     @field_validator("redis_ca_file")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ccr._quota import Reservation
     from ccr._redact import Redactor
 
-__all__ = ["OpenStream", "RouteStream", "first_event"]
+__all__ = ["OpenStream", "RouteStream", "close_when_answered", "first_event"]
 
 _HEAD = 64  # bytes kept from the start of a body, to tell a JSON answer from a stream
 
@@ -90,6 +90,7 @@ class OpenStream:
 async def first_event(
     sender: Sender,
     redactor: Redactor,
+    park: Callable[[asyncio.Future[Reply | Body]], None],
     content: bytes,
     headers: dict[str, str],
     timeout: float,
@@ -100,12 +101,27 @@ async def first_event(
     The first content event is the first ``content_block_delta`` (or a ``message_stop``
     for an empty answer). Everything before it is buffered, so a failure up to there is
     a failed attempt the chain falls back from, with nothing shown to the caller.
+
+    A target given up on before CCR answered (no response headers within ``timeout``)
+    is handed to ``park`` instead of being closed: CCR 1.0.73 dies when a client leaves a
+    stream before it answered and the upstream answers later (an unhandled rejection in
+    its reply path), which would take every other target down with it. The parked
+    request is closed as soon as CCR answers, or after ``stream_park_timeout``.
     """
     started = time.perf_counter()
     body: Body | None = None
+    opening = asyncio.ensure_future(sender.open_stream(content, headers, delivery))
+    bound = asyncio.timeout(timeout)
     try:
-        async with asyncio.timeout(timeout):
-            opened = await sender.open_stream(content, headers, delivery)
+        async with bound:
+            try:
+                opened = await asyncio.shield(opening)
+            except BaseException:
+                if bound.expired() and not opening.done():
+                    park(opening)  # our bound ran out before CCR answered
+                else:
+                    opening.cancel()  # the caller's cancellation: closed at once
+                raise
             if isinstance(opened, Reply):
                 return opened
             body = opened
@@ -166,6 +182,21 @@ async def first_event(
     finally:
         if body is not None:
             await body.aclose()
+
+
+async def close_when_answered(opening: asyncio.Future[Reply | Body], limit: float) -> None:
+    """Wait up to ``limit`` seconds for a parked request's answer, then let go of it."""
+    try:
+        done, _ = await asyncio.wait([opening], timeout=limit)
+    finally:
+        if not opening.done():
+            opening.cancel()
+    if done and not opening.cancelled() and opening.exception() is None:
+        opened = opening.result()
+        if not isinstance(opened, Reply):
+            await opened.aclose()
+    elif done and not opening.cancelled():
+        opening.exception()  # retrieved: nobody else will
 
 
 class _NoEvents(Exception):
