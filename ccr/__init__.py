@@ -25,6 +25,7 @@ from ccr._errors import (
     QuotaExceeded,
     QuotaUnavailable,
     RouteError,
+    StreamInterrupted,
     Unauthorized,
 )
 from ccr._events import (
@@ -33,6 +34,7 @@ from ccr._events import (
     AttemptStarted,
     BreakerChanged,
     Event,
+    FirstChunk,
     HealthChecked,
     Hook,
     QuotaStepEnded,
@@ -42,6 +44,7 @@ from ccr._events import (
     Route,
     RouteEnded,
     RouteStarted,
+    StreamInterruption,
     on,
 )
 from ccr._health import HealthMonitor, validate_ccr_connection
@@ -72,6 +75,21 @@ from ccr._policy import RoutingPolicy, WorkspacePolicy
 from ccr._quota import MemoryQuotaStore, QuotaCounts, QuotaManager, QuotaStore, Reservation
 from ccr._redact import Redactor
 from ccr._settings import CCRSettings
+from ccr._stream import RouteStream
+from ccr._streaming import (
+    ContentBlockDelta,
+    ContentBlockStart,
+    ContentBlockStop,
+    InputJsonDelta,
+    MessageDelta,
+    MessageStart,
+    MessageStop,
+    OtherDelta,
+    SignatureDelta,
+    StreamEvent,
+    TextDelta,
+    ThinkingDelta,
+)
 from ccr._telemetry import MetricsServer, default_hooks, metrics_app, serve_metrics, traced
 from ccr._version import __version__
 
@@ -108,21 +126,30 @@ __all__ = [
     "Complexity",
     "ConfigurationError",
     "ContentBlock",
+    "ContentBlockDelta",
+    "ContentBlockStart",
+    "ContentBlockStop",
     "DeadlineExceeded",
     "ErrorCode",
     "Event",
     "FakeClock",
+    "FirstChunk",
     "HealthChecked",
     "HealthMonitor",
     "HealthReport",
     "HealthStatus",
     "Hook",
+    "InputJsonDelta",
     "InvalidRequest",
     "MemoryQuotaStore",
     "Message",
+    "MessageDelta",
+    "MessageStart",
+    "MessageStop",
     "MetricsServer",
     "ModelStatus",
     "OtherBlock",
+    "OtherDelta",
     "QuotaCounts",
     "QuotaError",
     "QuotaExceeded",
@@ -145,10 +172,17 @@ __all__ = [
     "RouteRequest",
     "RouteResult",
     "RouteStarted",
+    "RouteStream",
     "RoutingPolicy",
+    "SignatureDelta",
+    "StreamEvent",
+    "StreamInterrupted",
+    "StreamInterruption",
     "SystemClock",
     "TextBlock",
+    "TextDelta",
     "ThinkingBlock",
+    "ThinkingDelta",
     "ToolUseBlock",
     "Unauthorized",
     "Usage",
