@@ -45,13 +45,6 @@ KEY_MARGIN = 3600.0
 made just before midnight can still settle against its day, with room for clock skew."""
 
 
-def _is_store_error(exc: Exception) -> bool:
-    """Connection-level failures of a store (redis-py is imported only once one happened)."""
-    from redis.exceptions import RedisError
-
-    return isinstance(exc, (RedisError, OSError, QuotaUnavailable))
-
-
 _LIST_CONCURRENCY = 32
 _T = TypeVar("_T")
 
@@ -300,6 +293,26 @@ class QuotaManager:
         )
         return self._status(workspace_id, day, counts)
 
+    async def has_limit_override(self, workspace_id: str) -> bool:
+        """Whether a run-time override (``set_limit``, unlimited included) is set.
+
+        Works on any :class:`QuotaStore`: the limit in force is read with two different
+        configured limits, and only an override reads the same both times. Raises
+        ``QuotaUnavailable`` if the store is down.
+        """
+        _check_workspace(workspace_id)
+        now = self._clock.now()
+        day = self._calendar.today(now)
+
+        async def limits() -> tuple[int | None, int | None]:
+            zero, one = await asyncio.gather(
+                self._store.counts(workspace_id, day.key, default_limit=0, now=now.timestamp()),
+                self._store.counts(workspace_id, day.key, default_limit=1, now=now.timestamp()),
+            )
+            return zero.limit, one.limit
+
+        return await self._admin("status", limits()) != (0, 1)
+
     async def set_limit(self, workspace_id: str, tokens: int | None) -> None:
         """Override the configured limit at run time (shared by every process using the
         store, no expiry); ``None`` makes the workspace unlimited. It wins over the policy
@@ -471,12 +484,19 @@ class QuotaManager:
         )
 
     async def _admin(self, op: str, step: Awaitable[_T]) -> _T:
-        """Run an operator call; store failures become ``QuotaUnavailable``."""
+        """Run an operator call; every store failure becomes ``QuotaUnavailable``.
+
+        Arguments were checked before the store was called, so whatever the store raises
+        is its own failure: a ``RedisError``, an ``OSError`` (timeouts, TLS), but also
+        redis-py's ``RedisClusterException`` (no reachable seed node; not a
+        ``RedisError``) or a custom store's error. The original is the ``__cause__``.
+        """
         try:
             result = await step
+        except QuotaUnavailable as exc:
+            self._store_failed(op, exc)
+            raise
         except Exception as exc:
-            if not _is_store_error(exc):
-                raise
             self._store_failed(op, exc)
             raise QuotaUnavailable(f"the quota store could not be reached ({type(exc).__name__})") from exc
         self._store_ok()

@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 
 from ccr._quota._pipeline import AutoPipeline, acquire
 from ccr._quota._store import QuotaCounts
+from ccr._quota._url import check_redis_url
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -150,6 +151,7 @@ class RedisQuotaStore:
         nothing. Query options in the URL (``?ssl_ca_certs=...``) win over these, as in
         redis-py, and ``?ssl_cert_reqs=none`` is the explicit way to turn checks off.
         """
+        check_redis_url(url)  # ValueError naming what is wrong (never the URL, it may hold a password)
         options: dict[str, Any] = {
             "max_connections": max(100, max_in_flight),
             "socket_timeout": timeout,
