@@ -142,19 +142,20 @@ def measure(request: RouteRequest) -> RequestSize:
         text_chars=counter.chars,
         images=counter.images,
         document_refs=counter.document_refs,
-        messages=max(len(messages), 1),
+        messages=max(len(messages), 1) + counter.tool_results,
         tools=len(request.tools or ()),
     )
 
 
 class _Counter:
-    __slots__ = ("bytes", "chars", "document_refs", "images")
+    __slots__ = ("bytes", "chars", "document_refs", "images", "tool_results")
 
     def __init__(self) -> None:
         self.bytes = 0
         self.chars = 0
         self.images = 0
         self.document_refs = 0
+        self.tool_results = 0
 
     def text(self, value: str) -> None:
         self.chars += len(value)
@@ -176,17 +177,17 @@ class _Counter:
             self.text(block["name"])
             self.structure(block["input"])
         elif kind == "tool_result":
+            self.tool_results += 1  # CCR sends each one upstream as a message of its own
             content = block.get("content")
             if isinstance(content, str):
                 self.text(content)
             elif content:
-                # CCR sends a tool result's blocks upstream as their JSON text; images
-                # inside it are images, not base64 text.
+                # CCR sends a tool result's blocks upstream as their JSON text, an image's
+                # base64 included; a provider reading the blocks sees an image instead.
                 for part in content:
                     if part.get("type") == "image":
                         self.images += 1
-                    else:
-                        self.structure(part)
+                    self.structure(part)
         elif kind == "thinking":
             self.text(block["thinking"])
             self.text(block["signature"])

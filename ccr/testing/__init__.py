@@ -4,7 +4,9 @@ Everything here starts real processes or servers on ``127.0.0.1`` (free ports) a
 stops them by pid, process group included, when the context manager exits:
 
 * :class:`FakeProvider`: an in-process fake LLM upstream (OpenAI and Anthropic
-  shapes) with per-model fault injection (:class:`Behavior`).
+  shapes, plain and streamed) with per-model replies and fault injection
+  (:class:`Behavior`), honest input counting (:func:`chat_input_tokens`,
+  :func:`text_tokens`) and a model of what CCR forwards (:func:`forward_like_ccr`).
 * :class:`LiveCCR`: a real CCR (npm ``@musistudio/claude-code-router``) with a private
   HOME; installed once per version into a cache folder.
 * :class:`RedisServer`, :class:`RedisCluster`: real ``redis-server`` processes.
@@ -34,6 +36,7 @@ from ccr.testing._redis import (
     redis_command,
 )
 from ccr.testing._shapes import count_words
+from ccr.testing._tokens import chat_input_tokens, forward_like_ccr, text_tokens
 
 __all__ = [
     "DEFAULT_CCR_VERSION",
@@ -47,13 +50,16 @@ __all__ = [
     "RedisCluster",
     "RedisServer",
     "ccr_cache_root",
+    "chat_input_tokens",
     "count_words",
     "default_router",
     "find_node",
     "find_redis_cli",
     "find_redis_server",
+    "forward_like_ccr",
     "free_port",
     "install_ccr",
     "pid_alive",
     "redis_command",
+    "text_tokens",
 ]

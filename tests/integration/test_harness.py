@@ -152,7 +152,7 @@ async def test_ccr_routes_messages_to_the_fake_and_back(
     assert body["role"] == "assistant"
     assert body["model"] == "ok-a"
     assert body["content"] == [{"type": "text", "text": "ok from ok-a"}]
-    assert body["usage"]["input_tokens"] == 3 + 3
+    assert body["usage"]["input_tokens"] == 2 + 2 + 2 + 3  # "hello" " there" " world", 3 a message
     assert body["usage"]["output_tokens"] == 5
     assert fake.calls == {"ok-a": 1}
     path, headers, upstream = fake.requests[0]

@@ -74,8 +74,8 @@ async def test_chat_completion_has_openai_shape(fp: FakeProvider, http: httpx2.A
             "finish_reason": "stop",
         }
     ]
-    # "hello there" = 2 words + 3; output capped at 5.
-    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+    # "hello" and " there" are 2 tokens each, plus 3 for the message; output capped at 5.
+    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
 
 
 async def test_messages_has_anthropic_shape(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
@@ -89,8 +89,8 @@ async def test_messages_has_anthropic_shape(fp: FakeProvider, http: httpx2.Async
     assert body["model"] == "ok-a"
     assert body["content"] == [{"type": "text", "text": "ok from ok-a"}]
     assert body["stop_reason"] == "end_turn"
-    # system counts like CCR's upstream system message: 2 + 2 + 3.
-    assert body["usage"]["input_tokens"] == 7
+    # system counts like CCR's upstream system message: ("be" 1 + " brief" 2 + 3) + 7.
+    assert body["usage"]["input_tokens"] == 6 + 7
     assert body["usage"]["output_tokens"] == 5
     assert fp.calls["up,ok-a"] == 1
 
@@ -98,7 +98,7 @@ async def test_messages_has_anthropic_shape(fp: FakeProvider, http: httpx2.Async
 async def test_usage_formula_counts_text_parts_and_small_max_tokens(
     fp: FakeProvider, http: httpx2.AsyncClient
 ) -> None:
-    """Input counts words in every text part plus 3; output is min(max_tokens, 5)."""
+    """Input counts every text part's pieces plus 3 a message; output is min(max_tokens, 5)."""
     body = {
         "model": "m",
         "max_completion_tokens": 2,
@@ -108,7 +108,8 @@ async def test_usage_formula_counts_text_parts_and_small_max_tokens(
         ],
     }
     usage = (await http.post(fp.chat_url, json=body)).json()["usage"]
-    assert usage["prompt_tokens"] == 5 + 3
+    # "one" " two": 1 + 1; "three" " four" " five": 2 + 2 + 2; 3 per message.
+    assert usage["prompt_tokens"] == (2 + 3) + (6 + 3)
     assert usage["completion_tokens"] == 2
     assert count_words(body["messages"]) == 5
 
@@ -126,7 +127,7 @@ async def test_set_usage_overrides_the_formula(fp: FakeProvider, http: httpx2.As
     small = (await http.post(fp.messages_url, json=messages_body("up,ok-a"))).json()
     assert big["usage"]["input_tokens"] == 1000
     assert big["usage"]["output_tokens"] == 250
-    assert small["usage"]["input_tokens"] == 5
+    assert small["usage"]["input_tokens"] == 7
 
 
 async def test_reply_text_override(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
@@ -263,7 +264,7 @@ async def test_reset_forgets_calls_and_behaviours(fp: FakeProvider, http: httpx2
     assert fp.requests == []
     reply = await http.post(fp.chat_url, json=chat_body())
     assert reply.status_code == 200
-    assert reply.json()["usage"]["prompt_tokens"] == 5
+    assert reply.json()["usage"]["prompt_tokens"] == 7
 
 
 async def test_reset_can_keep_behaviours(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
@@ -387,18 +388,19 @@ async def test_chunked_request_body(fp: FakeProvider) -> None:
 
 
 async def test_stream_true_answers_server_sent_events(fp: FakeProvider, http: httpx2.AsyncClient) -> None:
-    """A chat request with stream: true gets an OpenAI SSE stream ending in [DONE]."""
+    """A chat request with stream: true gets an OpenAI SSE stream of pieces ending in [DONE]."""
     reply = await http.post(fp.chat_url, json=chat_body(stream=True))
     assert reply.headers["content-type"] == "text/event-stream"
     events = [line[6:] for line in reply.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
-    first = json.loads(events[0])
-    assert first["choices"][0]["delta"]["content"] == "ok from ok-a"
-    assert json.loads(events[1])["usage"]["prompt_tokens"] == 5
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["ok", " from", " ok", "-a", None]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert all("usage" not in c for c in chunks)  # not asked for with stream_options
 
 
 async def test_stream_sends_one_event_per_chunk(fp: FakeProvider) -> None:
-    """The SSE stream is chunked, each event in a chunk of its own: content, finish+usage, [DONE]."""
+    """The SSE stream is chunked, each event in a chunk of its own: content pieces, finish, [DONE]."""
     body = json.dumps(chat_body(stream=True)).encode()
     answer = await raw_exchange(
         fp.port,
@@ -418,7 +420,7 @@ async def test_stream_sends_one_event_per_chunk(fp: FakeProvider) -> None:
     assert all(chunk.startswith(b"data: ") and chunk.endswith(b"\n\n") for chunk in chunks)
     assert chunks[-1] == b"data: [DONE]\n\n"
     events = [json.loads(chunk[6:]) for chunk in chunks[:-1]]
-    assert [e["choices"][0]["finish_reason"] for e in events] == [None, "stop"]
+    assert [e["choices"][0]["finish_reason"] for e in events] == [None, None, None, None, "stop"]
 
 
 async def test_serves_64_concurrent_requests(fp: FakeProvider) -> None:

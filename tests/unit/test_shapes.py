@@ -8,25 +8,27 @@ from ccr.testing import _shapes as shapes
 
 
 def test_chat_completion_chunks_split_the_content_into_pieces() -> None:
-    """Stream chunks carry the pieces in order (the role once), then the finish reason and usage."""
+    """Stream chunks carry the pieces in order (the role once), the finish reason, then the usage if asked."""
     completion = shapes.chat_completion("m", "one two three", 4, 3, completion_id="c-1", created=7)
-    chunks = shapes.chat_completion_chunks(completion, ["one ", "two ", "three"])
-    deltas = [chunk["choices"][0]["delta"] for chunk in chunks]
+    chunks = shapes.chat_completion_chunks(completion, ["one ", "two ", "three"], include_usage=True)
+    deltas = [chunk["choices"][0]["delta"] for chunk in chunks[:-1]]
     assert deltas == [{"role": "assistant", "content": "one "}, {"content": "two "}, {"content": "three"}, {}]
-    assert [chunk["choices"][0]["finish_reason"] for chunk in chunks] == [None, None, None, "stop"]
+    assert [chunk["choices"][0]["finish_reason"] for chunk in chunks[:-1]] == [None, None, None, "stop"]
     assert {(c["id"], c["object"], c["created"], c["model"]) for c in chunks} == {
         ("c-1", "chat.completion.chunk", 7, "m")
     }
-    assert "usage" not in chunks[0]
+    assert all("usage" not in c for c in chunks[:-1])
+    assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"] == {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}
 
 
-def test_chat_completion_chunks_default_to_the_whole_content() -> None:
-    """Without pieces the content comes in one chunk."""
+def test_chat_completion_chunks_default_to_the_pre_tokenizer_pieces() -> None:
+    """Without pieces the content comes one pre-tokenizer piece (a token) per chunk, no usage."""
     completion = shapes.chat_completion("m", "all at once", 1, 1)
-    first, last = shapes.chat_completion_chunks(completion)
-    assert first["choices"][0]["delta"] == {"role": "assistant", "content": "all at once"}
+    *tokens, last = shapes.chat_completion_chunks(completion)
+    assert [c["choices"][0]["delta"]["content"] for c in tokens] == ["all", " at", " once"]
     assert last["choices"][0]["finish_reason"] == "stop"
+    assert "usage" not in last
 
 
 def test_sse_event_frames_json() -> None:
@@ -48,7 +50,7 @@ def test_ccr_error_names_the_target_and_status() -> None:
 
 
 def test_formula_usage_counts_system_only_for_anthropic() -> None:
-    """Input = words + 3 (system counted on the Anthropic path); output = min(max_tokens, 5)."""
+    """Input: pieces + 3 a message (system is one on the Anthropic path); output: min(max_tokens, 5)."""
     body = {"system": "be brief", "max_tokens": 3, "messages": [{"role": "user", "content": "a b c"}]}
-    assert shapes.formula_usage(body, anthropic=True) == (3 + 2 + 3, 3)
+    assert shapes.formula_usage(body, anthropic=True) == ((3 + 3) + (3 + 3), 3)
     assert shapes.formula_usage(body, anthropic=False) == (3 + 3, 3)

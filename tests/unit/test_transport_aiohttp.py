@@ -97,7 +97,8 @@ async def test_success_carries_usage_and_content(make, fp):
     assert result.model == "up,a"
     assert result.content == "ok from a"
     assert result.usage is not None
-    assert (result.usage.input_tokens, result.usage.output_tokens) == (6, 5)  # 3 words + 3; min(64, 5)
+    # "Review" " this" " diff": 2 tokens each, 3 a message; output min(64, 5)
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (9, 5)
     assert [a.outcome for a in result.attempts] == [AttemptOutcome.SUCCESS]
     assert result.attempts[0].status_code == 200
     assert fp.calls["up,a"] == 1
