@@ -175,7 +175,7 @@ def forward_like_ccr(body: dict[str, Any]) -> dict[str, Any]:
         out.append({"role": "system", "content": system})
     elif isinstance(system, list) and system:
         blocks = [
-            {"type": "text", "text": b["text"], "cache_control": b.get("cache_control")}
+            _defined({"type": "text", "text": b["text"], "cache_control": b.get("cache_control")})
             for b in system
             if isinstance(b, dict) and b.get("type") == "text" and b.get("text")
         ]
@@ -195,12 +195,14 @@ def forward_like_ccr(body: dict[str, Any]) -> dict[str, Any]:
                 if block.get("type") == "tool_result" and block.get("tool_use_id"):
                     result = block.get("content")
                     out.append(
-                        {
-                            "role": "tool",
-                            "content": result if isinstance(result, str) else _js_stringify(result),
-                            "tool_call_id": block["tool_use_id"],
-                            "cache_control": block.get("cache_control"),
-                        }
+                        _defined(
+                            {
+                                "role": "tool",
+                                "content": result if isinstance(result, str) else _js_stringify(result),
+                                "tool_call_id": block["tool_use_id"],
+                                "cache_control": block.get("cache_control"),
+                            }
+                        )
                     )
             kept = [
                 _image_url(b) if b.get("type") == "image" else b
@@ -230,9 +232,10 @@ def forward_like_ccr(body: dict[str, Any]) -> dict[str, Any]:
                 assistant["thinking"] = {"content": signed.get("thinking"), "signature": signed["signature"]}
             out.append(assistant)
     forwarded: dict[str, Any] = {"messages": out, "model": body.get("model")}
-    for key in ("max_tokens", "temperature", "stream"):
+    for key in ("max_tokens", "temperature"):
         if body.get(key) is not None:
             forwarded[key] = body[key]
+    forwarded["stream"] = body.get("stream") is True
     tools = body.get("tools")
     if tools:
         forwarded["tools"] = [
@@ -280,7 +283,12 @@ def _image_url(block: dict[str, Any]) -> dict[str, Any]:
         url: Any = f"data:{source.get('media_type')};base64,{data}"
     else:
         url = source.get("url")
-    return {"type": "image_url", "image_url": {"url": url}, "media_type": source.get("media_type")}
+    return _defined({"type": "image_url", "image_url": {"url": url}, "media_type": source.get("media_type")})
+
+
+def _defined(value: dict[str, Any]) -> dict[str, Any]:
+    """Without the keys whose value is missing (JavaScript's JSON.stringify drops them)."""
+    return {k: v for k, v in value.items() if v is not None}
 
 
 def _effort(budget: Any) -> str:

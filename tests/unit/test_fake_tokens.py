@@ -130,6 +130,7 @@ def test_forward_like_ccr_translates_as_ccr_does():
         "model": "m",
         "max_tokens": 100,
         "temperature": 0.5,
+        "stream": False,
         "messages": [
             {
                 "role": "system",
@@ -148,7 +149,6 @@ def test_forward_like_ccr_translates_as_ccr_does():
                 "role": "tool",
                 "content": '[{"type":"text","text":"r"}]',
                 "tool_call_id": "t1",
-                "cache_control": None,
             },
             {
                 "role": "user",
