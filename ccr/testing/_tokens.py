@@ -11,10 +11,10 @@ approximation of a BPE tokenizer:
    punctuation with an optional leading space, runs of whitespace and newlines).
 2. Count each piece as ``ceil(utf8_bytes(piece) / 4)`` tokens when it reads like a word
    (ASCII letters in lower, Capitalized or UPPER case with at most one leading
-   non-letter, a run of digits, or whitespace), else ``ceil(utf8_bytes(piece) / 2)``
+   non-letter, a run of digits, or whitespace), else ``ceil(2 * utf8_bytes(piece) / 3)``
    (mixed-case runs such as base64, runs of symbols, anything non-ASCII): a BPE
-   vocabulary merges common words into one token but breaks rare byte runs into short
-   tokens, and a token is never less than one byte.
+   vocabulary merges common words into one token but breaks rare byte runs into tokens
+   of one or two bytes, and a token is never less than one byte.
 3. Add :data:`MESSAGE_TOKENS` (3) per message (role markers; OpenAI's documented count)
    and :data:`IMAGE_TOKENS` (765, a 1024x1024 image in OpenAI's tile formula) per image.
 
@@ -25,8 +25,9 @@ a tool result is the ``content`` string of its ``role: "tool"`` message.
 Step 2 never gives more tokens than bytes, so :func:`text_tokens` never exceeds the UTF-8
 byte count of a text, the bound the library's reservations rest on. Bytes per token it
 gives, against real cl100k (measured through CCR's ``count_tokens``): ``"a\\n"``
-repeated 1.0 (1.0), base64 1.7 (1.4), CSV 1.7, hex 1.8, emoji 2.0 (1.5), English prose
-3.1 (4.4: pessimistic there, where a reservation has the most slack).
+repeated 1.0 (1.0), base64 1.4 (1.39), emoji 1.5 (1.41), CSV 1.7 (1.58), hex 1.8 (1.78),
+JSON numbers 2.0 (1.96), English prose 3.1 (4.2-5.2: pessimistic there, where a
+reservation has the most slack).
 
 The Anthropic path (``/v1/messages``, where the fake stands in for CCR) counts what CCR
 would forward: :func:`forward_like_ccr` rewrites an Anthropic body into the OpenAI body
@@ -82,14 +83,14 @@ _WORD_LIKE = re.compile(r"(?:[^A-Za-z0-9]?(?:[a-z]+|[A-Z][a-z]*|[A-Z]+)|[0-9]+|\
 
 
 def piece_tokens(piece: str) -> int:
-    """Tokens of one piece: ``ceil(bytes / 4)`` if it reads like a word, else ``ceil(bytes / 2)``."""
+    """Tokens of one piece: ``ceil(bytes / 4)`` if it reads like a word, else ``ceil(2 * bytes / 3)``."""
     if piece.isascii():
+        if _WORD_LIKE.match(piece):
+            return (len(piece) + 3) // 4
         size = len(piece)
-        divisor = 4 if _WORD_LIKE.match(piece) else 2
     else:
         size = len(piece.encode("utf-8", "surrogatepass"))
-        divisor = 2
-    return (size + divisor - 1) // divisor
+    return (2 * size + 2) // 3
 
 
 def text_tokens(text: str) -> int:

@@ -41,9 +41,9 @@ def test_repeated_short_lines_cost_a_token_a_byte():
 
 
 def test_base64_costs_under_two_bytes_a_token():
-    """Base64 runs 1.4-2 bytes a token (cl100k: 1.39)."""
+    """Base64 runs 1.35-2 bytes a token (cl100k: 1.39)."""
     data = base64.b64encode(random.Random(7).randbytes(6000)).decode()
-    assert 1.4 <= bytes_per_token(data) <= 2.0
+    assert 1.35 <= bytes_per_token(data) <= 2.0
 
 
 def test_english_prose_costs_about_three_to_four_bytes_a_token():
@@ -56,9 +56,9 @@ def test_english_prose_costs_about_three_to_four_bytes_a_token():
 
 
 def test_emoji_and_non_ascii_are_short_tokens():
-    """Emoji and other non-ASCII pieces cost a token per two bytes."""
-    assert bytes_per_token("😀🎉🚀👍" * 100) == 2.0
-    assert text_tokens("日本語") == 5  # 9 bytes, one piece
+    """Emoji and other non-ASCII pieces cost two tokens per three bytes (cl100k: emoji 1.41 bytes a token)."""
+    assert bytes_per_token("😀🎉🚀👍" * 300) == 1.5
+    assert text_tokens("日本語") == 6  # 9 bytes, one piece
 
 
 def test_chat_input_counts_messages_tools_calls_and_images():
