@@ -19,6 +19,10 @@ from ccr._version import __version__
 _COMMANDS = {
     "route": ("_route", "route one request and print the result"),
     "demo": ("_demo", "start a fake provider and a live CCR, show routing, fallback and quotas"),
+    "dev": (
+        "_dev",
+        "run a local CCR with fake providers and a Redis for development, until Ctrl-C",
+    ),
     "quota": (
         "_quota",
         "read and adjust per-workspace daily token quotas (exit codes for monitoring)",
@@ -64,8 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (also used by tests)."""
-    from ccr.cli._common import BadInput, fail_bad_input
+    """Entry point; returns the exit code (also used by tests).
+
+    Every failure is one line on stderr and an exit code the command documents: bad
+    input ``BAD_INPUT_EXIT`` (default 2), anything else that stopped the command
+    (an unreachable service, an unexpected error) ``FAILURE_EXIT`` (default 1). Never a
+    traceback; secrets are redacted from what is printed.
+    """
+    from ccr.cli._common import BadInput, Unavailable, fail_bad_input, one_line
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -78,10 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             module = importlib.import_module(f"ccr.cli.{_COMMANDS[command][0]}")
             return int(getattr(module, "BAD_INPUT_EXIT", 2))
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    module = args._module
+    failure_exit = int(getattr(module, "FAILURE_EXIT", 1))
     try:
-        code: int = args._module.run(args)
+        code: int = module.run(args)
     except BadInput as exc:
-        return fail_bad_input(str(exc), getattr(args._module, "BAD_INPUT_EXIT", 2))
+        return fail_bad_input(str(exc), getattr(module, "BAD_INPUT_EXIT", 2))
+    except Unavailable as exc:
+        print(f"ccr-client: {_redact_env(one_line(str(exc)), args)}", file=sys.stderr)
+        return failure_exit
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -89,7 +104,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `ccr-client quota list | head`: the reader left; that is not an error of ours.
         sys.stderr.close()
         return 0
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        detail = _redact_env(one_line(f"{type(exc).__name__}: {exc}"), args)
+        print(f"ccr-client: error: unexpected failure ({detail})", file=sys.stderr)
+        return failure_exit
     return code
+
+
+def _redact_env(text: str, args: argparse.Namespace) -> str:
+    """Scrub the secrets the command may have been given (flags or environment)."""
+    import os
+    from urllib.parse import urlsplit
+
+    from ccr._redact import Redactor
+
+    secrets = [getattr(args, "api_key", None), getattr(args, "redis_url", None)]
+    secrets += [os.environ.get(name) for name in ("CCR_API_KEY", "CCR_REDIS_URL", "REDIS_URL")]
+    for url in list(secrets[1:]):
+        try:
+            secrets.append(urlsplit(url).password if url else None)
+        except ValueError:
+            pass
+    return Redactor(s for s in secrets if s).clean(text, limit=2000) or ""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import time
 
 from ccr._models import QuotaStatus, RouteResult
+from ccr.cli._common import BadInput, IsolatedSettings, one_line
+
+_VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]{0,40}")
 
 DEMO_POLICY = {
     "chains": {
@@ -31,7 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_ccr_version(args.ccr_version)
     return asyncio.run(_demo(args.ccr_version))
+
+
+def check_ccr_version(version: str | None) -> None:
+    """An npm version (``1.0.73``, ``2.0.0``); anything else is bad input, before any install."""
+    if version is not None and not _VERSION.fullmatch(version):
+        raise BadInput(f"--ccr-version: {version[:40]!r} is not a version like 1.0.73")
 
 
 def _say(text: str = "") -> None:
@@ -52,7 +63,6 @@ def _line(label: str, result: RouteResult) -> None:
 async def _demo(version: str | None) -> int:
     from ccr._client import CCRClient
     from ccr._policy import RoutingPolicy
-    from ccr._settings import CCRSettings
     from ccr.testing import DEFAULT_CCR_VERSION, Behavior, FakeProvider, HarnessError, LiveCCR
 
     warnings: list[QuotaStatus] = []
@@ -83,12 +93,13 @@ async def _demo(version: str | None) -> int:
         try:
             await ccr.start()
         except HarnessError as exc:
-            print(f"ccr-client demo: could not start CCR: {exc}", file=sys.stderr)
+            print(f"ccr-client demo: could not start CCR: {one_line(str(exc))[:500]}", file=sys.stderr)
             return 1
         try:
             _say(f"  CCR is up at {ccr.url} (private HOME {ccr.home}); fake provider at {provider.url}")
             policy = RoutingPolicy.model_validate(DEMO_POLICY)
-            settings = CCRSettings(url=ccr.url, attempt_timeout=10, deadline=30)
+            # Only these settings: CCR_* variables in the environment are not the demo's.
+            settings = IsolatedSettings(url=ccr.url, attempt_timeout=10, deadline=30)
             async with CCRClient(
                 settings, policy=policy, hooks=[], on_quota_warning=on_quota_warning
             ) as client:
@@ -127,24 +138,38 @@ async def _demo(version: str | None) -> int:
                     detail = attempt.error_type or "ok"
                     _say(f"  {'':<28}    attempt {attempt.target}: {attempt.outcome.value} ({detail})")
 
-                _say("\n3. Quotas: workspace 'demo' has a daily limit of 1,000 tokens and has used 790")
+                _say("\n3. Quotas: workspace 'demo' may spend 1,000 tokens a day (its policy entry)")
+                _say("  Before each call the client reserves an upper bound of the call's tokens (the")
+                _say("  prompt's size in bytes plus max_tokens) and refuses the call if the budget left")
+                _say("  cannot cover it; after the call it counts what CCR reported instead.")
+                _say("  - set today's usage to 790 (what `ccr-client quota set-used demo 790` does)")
                 await client.quota.set_used("demo", 790)
                 result = await client.route_request(
                     {"workspace_id": "demo", "prompt": "One more thing", "max_tokens": 16}
                 )
                 _line("demo request", result)
-                if result.quota is not None:
+                if result.quota is not None and result.usage is not None:
+                    spent = result.usage.total_tokens
+                    _say(
+                        f"  {'':<28}    790 + {spent} tokens = {result.quota.used_today} used: past 80% of "
+                        "1,000, so the warning fired (once per threshold and day)"
+                    )
                     _say(
                         f"  {'':<28}    quota_warning={result.quota_warning} "
                         f"remaining={result.quota_remaining_percentage}%"
                     )
+                _say("  - set today's usage to 1,000, the whole budget (as if other calls had spent it)")
                 await client.quota.set_used("demo", 1000)
-                _line(
-                    "demo request (budget spent)",
-                    await client.route_request(
-                        {"workspace_id": "demo", "prompt": "And another", "max_tokens": 16}
-                    ),
+                refused = await client.route_request(
+                    {"workspace_id": "demo", "prompt": "And another", "max_tokens": 16}
                 )
+                _line("demo request (budget spent)", refused)
+                need = re.search(r"may need up to (\d+)", refused.error_message or "")
+                if need is not None:
+                    _say(
+                        f"  {'':<28}    refused before CCR was called: {need.group(1)} tokens is the upper "
+                        "bound this call would reserve (max_tokens 16 included), more than the 0 left"
+                    )
         finally:
             await ccr.stop()
     ok = bool(warnings)

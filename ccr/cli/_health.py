@@ -1,4 +1,8 @@
-"""``ccr-client health``: exit 0 healthy, 1 degraded, 2 unhealthy, 3 bad input."""
+"""``ccr-client health``: exit 0 healthy, 1 degraded, 2 unhealthy, 3 bad input (UNKNOWN).
+
+Targets the command did not probe (no ``--models``, or listed by CCR's ``/providers``
+but not in the policy) read ``not probed``.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,19 @@ import asyncio
 from ccr._errors import ConfigurationError
 from ccr._models import HealthReport, HealthStatus
 from ccr._settings import CCRSettings
-from ccr.cli._common import add_connection_arguments, load_policy_file, print_json, settings_from
+from ccr.cli._common import (
+    BadInput,
+    add_connection_arguments,
+    load_policy_file,
+    print_json,
+    redactor_for,
+    settings_from,
+    telemetry_hooks,
+)
 
 BAD_INPUT_EXIT = 3
+FAILURE_EXIT = 3  # the check itself could not run: UNKNOWN, like bad input
+NOT_PROBED = "not probed"
 _EXIT = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNHEALTHY: 2}
 
 
@@ -26,17 +40,21 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     policy = load_policy_file(settings)
     report = asyncio.run(_check(settings, policy, args.models))
+    redactor = redactor_for(settings)
     if args.json:
-        print_json(report)
+        print_json(report, redactor)
     else:
-        print(render(report))
+        print(redactor.clean(render(report), limit=100_000))
     return _EXIT[report.status]
 
 
 async def _check(settings: CCRSettings, policy: object, models: bool) -> HealthReport:
     from ccr._client import CCRClient
 
-    client = CCRClient(settings, policy=policy, hooks=[])  # type: ignore[arg-type]
+    try:
+        client = CCRClient(settings, policy=policy, hooks=telemetry_hooks(settings))  # type: ignore[arg-type]
+    except ConfigurationError as exc:
+        raise BadInput(str(exc)) from None
     try:
         if policy is None:
             try:
@@ -56,5 +74,5 @@ def render(report: HealthReport) -> str:
     ]
     for target in report.available_models:
         status = report.model_status.get(target)
-        lines.append(f"  {target:<40} {status.value if status else ''}")
+        lines.append(f"  {target:<40} {status.value if status else NOT_PROBED}")
     return "\n".join(lines)

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, TextIO
 from pydantic import ValidationError
 
 from ccr._models import RouteRequest
-from ccr._redact import Redactor
 from ccr.cli._common import (
     BadInput,
     add_connection_arguments,
+    check_multiprocess_dir,
+    cli_hint,
     describe_validation,
     load_policy_file,
+    redactor_for,
     settings_from,
 )
 
@@ -147,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
     baseline = _load_baseline(Path(args.compare)) if args.compare else None
     template = _request(args)
     settings = settings_from(args)
+    check_multiprocess_dir()
     policy = load_policy_file(settings)
-    redactor = Redactor(settings.secrets())
+    redactor = redactor_for(settings)
 
     show_progress = args.progress or sys.stderr.isatty()
     printer = _ProgressPrinter(sys.stderr, tty=sys.stderr.isatty()) if show_progress else None
@@ -172,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         print(redactor.clean(f"ccr-client: {exc}", limit=10_000), file=sys.stderr)
         return 1
     except ConfigurationError as exc:
-        raise BadInput(str(exc)) from None
+        raise BadInput(cli_hint(str(exc))) from None
     finally:
         if printer is not None:
             printer.close()

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import REGISTRY, CollectorRegistry
 
     from ccr._telemetry import serve_metrics
-    from ccr.cli._common import BadInput
+    from ccr.cli._common import BadInput, Unavailable, check_multiprocess_dir
 
     if not 0 < args.port < 65536:
         raise BadInput("--port: must be 1-65535")
@@ -37,9 +37,14 @@ def run(args: argparse.Namespace) -> int:
     if args.multiprocess_dir:
         from prometheus_client import multiprocess
 
+        check_multiprocess_dir(args.multiprocess_dir)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=args.multiprocess_dir)  # type: ignore[no-untyped-call]
-    server = serve_metrics(args.port, host=args.host, registry=registry)
+    try:
+        server = serve_metrics(args.port, host=args.host, registry=registry)
+    except OSError as exc:  # the port is taken, or the address is not this host's
+        reason = exc.strerror or type(exc).__name__
+        raise Unavailable(f"error: cannot serve on {args.host}:{args.port} ({reason})") from None
     print(f"serving metrics on http://{args.host}:{args.port}/metrics (Ctrl-C to stop)", flush=True)
     try:
         threading.Event().wait()

@@ -7,8 +7,15 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from ccr._redact import Redactor
-from ccr.cli._common import BadInput, add_connection_arguments, load_policy_file, settings_from
+from ccr.cli._common import (
+    BadInput,
+    add_connection_arguments,
+    check_multiprocess_dir,
+    cli_hint,
+    load_policy_file,
+    redactor_for,
+    settings_from,
+)
 
 DESCRIPTION = """\
 Run a fixed list of named checks against a live CCR and print one line per check
@@ -42,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ccr.ops.verify import render_json, render_junit, render_text, run_checks
 
     settings = settings_from(args)
+    check_multiprocess_dir()
     # Read here only to turn an unusable file into exit 2; run_checks reads it again and
     # names it as the policy's source.
     load_policy_file(settings)
@@ -49,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if junit is not None and not junit.parent.is_dir():
         raise BadInput(f"--junit {junit}: folder {junit.parent} does not exist")
     report = asyncio.run(run_checks(settings))
-    redactor = Redactor(settings.secrets())
+    redactor = redactor_for(settings)
     text = render_json(report) if args.json else render_text(report)
-    print(redactor.clean(text, limit=10_000_000))
+    print(redactor.clean(cli_hint(text), limit=10_000_000))
     if junit is not None:
         xml = redactor.clean(render_junit(report), limit=10_000_000) or ""
         try:

@@ -321,12 +321,12 @@ def test_cli_route_against_a_closed_port_prints_no_key(
 
 
 def test_cli_route_without_policy_fails_without_printing_the_key(closed_url, cli_env, capsys, caplog):
-    """With no policy and no CCR to derive one from, the one-line error shows no key."""
+    """With no policy and no CCR to derive one from: a failed route (exit 1, ccr_unavailable), no key."""
     caplog.set_level(logging.DEBUG)
     code = main(["route", "--url", closed_url, "--api-key", CCR_KEY, "--workspace", "acme", "--prompt", "hi"])
     out, err = capsys.readouterr()
-    assert code == 2
-    assert "ccr-client: error" in err
+    assert code == 1
+    assert "ccr_unavailable" in out
     assert leaks(out + err + caplog.text) == []
 
 
