@@ -250,10 +250,8 @@ def render(result: RouteResult, store_error: str | None = None) -> str:
         lines.append(f"FAILED  {result.error.value if result.error else 'error'}: {result.error_message}")
     lines.append(f"    why: {result.routing_reason}")
     for attempt in result.attempts:
-        detail = attempt.error_type or ""
-        lines.append(
-            f"    - {attempt.target}: {attempt.outcome.value} {detail} {attempt.latency_ms:.0f} ms".rstrip()
-        )
+        parts = [attempt.outcome.value, attempt.error_type, f"{attempt.latency_ms:.0f} ms"]
+        lines.append(f"    - {attempt.target}: " + " ".join(p for p in parts if p))
     if not result.quota_checked:
         lines.append(f"    {unchecked_note(result, store_error)}")
     if result.quota is not None:
