@@ -145,10 +145,13 @@ class CCRClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Finish pending bookkeeping, stop parked streams, close the pools this client owns."""
-        for parked in list(self._parked):
-            parked.cancel()
-        await asyncio.gather(*self._parked, return_exceptions=True)
+        """Finish pending bookkeeping, close the pools this client owns.
+
+        Streams parked until CCR answers them (see ``stream_park_timeout``) are waited for
+        first, each at most that long: closing them earlier would make CCR 1.0.73 crash.
+        """
+        while self._parked:
+            await asyncio.gather(*self._parked, return_exceptions=True)
         await self.drain()
         await self._sender.aclose()
         await self.quota.aclose()

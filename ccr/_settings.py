@@ -58,7 +58,7 @@ class CCRSettings(BaseSettings):
     stream_idle_timeout: Seconds = 60.0
     # A stream given up on before CCR answered stays open (in the background) until CCR
     # answers, at most this long: closing it earlier makes CCR 1.0.73 crash.
-    stream_park_timeout: Seconds = 60.0
+    stream_park_timeout: Seconds = 30.0
     routing_file: Path | None = None
     max_connections: int = Field(default=100, ge=1)
     verify_tls: bool = True

@@ -61,7 +61,7 @@ _HEAD = 64  # bytes kept from the start of a body, to tell a JSON answer from a 
 class OpenStream:
     """A stream that reached its first content event, not yet handed to the caller."""
 
-    __slots__ = ("accumulator", "body", "chunks", "decoder", "pending", "sent_at")
+    __slots__ = ("accumulator", "after", "body", "chunks", "decoder", "pending", "sent_at")
 
     def __init__(
         self,
@@ -69,6 +69,7 @@ class OpenStream:
         chunks: AsyncIterator[bytes],
         decoder: SSEDecoder,
         pending: list[StreamEvent],
+        after: list[tuple[str, str]],
         accumulator: Accumulator,
         sent_at: float,
     ) -> None:
@@ -76,6 +77,7 @@ class OpenStream:
         self.chunks = chunks
         self.decoder = decoder
         self.pending = pending
+        self.after = after  # SSE events that came in the first content event's chunk, after it
         self.accumulator = accumulator
         self.sent_at = sent_at
 
@@ -133,17 +135,21 @@ async def first_event(
             async for chunk in chunks:
                 if len(head) < _HEAD:
                     head += chunk[:_HEAD]
-                committed = False
-                for name, data in decoder.feed(chunk):
+                raw = decoder.feed(chunk)
+                for position, (name, data) in enumerate(raw):
                     event = parse_event(name, data)
                     if event is None:
                         continue
                     pending.append(event)
                     accumulator.add(event)
-                    committed = committed or isinstance(event, ContentBlockDelta | MessageStop)
-                if committed:
+                    if not isinstance(event, ContentBlockDelta | MessageStop):
+                        continue
+                    # The first content event: what follows it, even in this chunk, is
+                    # after it (an error there is an interruption, not a fallback).
                     first_s = time.perf_counter() - started
-                    stream = OpenStream(body, chunks, decoder, pending, accumulator, started)
+                    stream = OpenStream(
+                        body, chunks, decoder, pending, raw[position + 1 :], accumulator, started
+                    )
                     body = None  # handed over to the caller
                     return Reply(
                         Verdict.SUCCESS,
@@ -353,6 +359,15 @@ class RouteStream:
         for buffered in pending:
             yield buffered
         accumulator = stream.accumulator
+        after, stream.after = stream.after, []
+        try:
+            for name, data in after:
+                event = parse_event(name, data)
+                if event is not None:
+                    accumulator.add(event)
+                    yield event
+        except StreamError as exc:
+            await self._interrupt(exc.error_type, f"the stream broke off: {self._client.redact(exc.message)}")
         if accumulator.is_complete():
             await self._end(None)
             return

@@ -331,3 +331,12 @@ async def test_stream_events_reach_the_hooks(make_client, fake_ccr):
     assert next(e for e in seen if isinstance(e, StreamInterruption)).error_type == "connection_dropped"
     ended = next(e for e in seen if isinstance(e, RouteEnded))
     assert ended.result is not None and ended.result.error is ErrorCode.STREAM_INTERRUPTED
+
+
+async def test_an_error_in_the_first_content_events_chunk_is_an_interruption(make_client, fake_ccr):
+    """The first content event commits even when an error follows it in the same chunk."""
+    fake_ccr.set("up,mid", Script([start() + BLOCK_START + text("one ") + ERROR + b"".join(end())]))
+    error, seen, _ = await interrupted(make_client())
+    assert (error.reason, error.partial_text) == ("stream_error_event", "one ")
+    assert fake_ccr.calls["backup,mid"] == 0
+    assert [type(e).__name__ for e in seen] == ["MessageStart", "ContentBlockStart", "ContentBlockDelta"]
