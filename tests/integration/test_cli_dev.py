@@ -151,8 +151,7 @@ def assert_all_stopped(run: DevRun, output: str) -> None:
 
 
 def test_readme_usage_runs_against_dev_and_sigterm_stops_everything(ccr_version):
-    """dev on the README's port and names: the Usage example prints its chain and a reply from
-    up,big, the usage lands in dev's Redis, and SIGTERM leaves no process or port behind."""
+    """README example against dev: its chain and up,big's reply, usage in dev's Redis, SIGTERM cleans up."""
     port = readme_port()
     run = start_dev("--port", str(port), "--ccr-version", ccr_version)
     try:
