@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ccr._client import CCRClient
 from ccr._clock import Clock, FakeClock, SystemClock
+from ccr._endpoints import EndpointState
 from ccr._errors import (
     AllTargetsFailed,
     CCRError,
@@ -130,6 +131,7 @@ __all__ = [
     "ContentBlockStart",
     "ContentBlockStop",
     "DeadlineExceeded",
+    "EndpointState",
     "ErrorCode",
     "Event",
     "FakeClock",

@@ -19,14 +19,23 @@ import httpx2
 
 from ccr._breaker import CircuitBreaker
 from ccr._clock import SYSTEM_CLOCK, Clock
+from ccr._endpoints import EndpointSet, EndpointState
 from ccr._errors import ConfigurationError
 from ccr._estimate import reservation_estimate
 from ccr._events import BreakerChanged, Emitter, HealthChecked, Hook, Route, RouteEnded, RouteStarted
 from ccr._fallback import ChainCall, Send, request_body_tail, run_chain
 from ccr._health import HealthMonitor, run_health_check
-from ccr._http import ccr_headers, check_http_client, endpoint
+from ccr._http import Endpoint, ccr_headers, check_http_client
 from ccr._http import http_client as new_http_client
-from ccr._models import BreakerState, HealthReport, QuotaStatus, RouteDecision, RouteRequest, RouteResult
+from ccr._models import (
+    BreakerState,
+    HealthReport,
+    HealthStatus,
+    QuotaStatus,
+    RouteDecision,
+    RouteRequest,
+    RouteResult,
+)
 from ccr._policy import RoutingPolicy
 from ccr._quota import QuotaManager, QuotaStore, Reservation, store_from_settings
 from ccr._quota._manager import warning_hook
@@ -37,6 +46,7 @@ from ccr._settings import CCRSettings
 from ccr._transport import Delivery, HttpxSender, Sender
 
 if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
     from prometheus_client import CollectorRegistry
 
     from ccr._fallback import ChainOutcome
@@ -83,7 +93,9 @@ class CCRClient:
         self._policy = policy
         self._clock = clock or SYSTEM_CLOCK
         self._redactor = Redactor(settings.secrets())
-        self._endpoint = endpoint(settings.url)
+        self._endpoints = EndpointSet(
+            settings.endpoints(), cooldown=settings.endpoint_cooldown, clock=self._clock
+        )
         if hooks is None:
             from ccr._telemetry import default_hooks
 
@@ -116,7 +128,7 @@ class CCRClient:
             emitter=self._emitter,
         )
         if sender is None:
-            sender = HttpxSender(self._http, self._endpoint.messages_url, self._redactor)
+            sender = HttpxSender(self._http, self._redactor)
         self._sender: Sender = sender
         self._headers = ccr_headers(settings)
         self._background: set[asyncio.Task[None]] = set()
@@ -178,34 +190,67 @@ class CCRClient:
         return self._policy
 
     async def load_policy(self) -> RoutingPolicy:
-        """Derive the policy from CCR's ``GET /api/config`` (read once, keys never kept)."""
+        """Derive the policy from CCR's ``GET /api/config`` (read once, keys never kept).
+
+        With several endpoints, it is read from the first that answers; an endpoint whose
+        ``Router`` section disagrees with it is refused (never routed to) and logged.
+        """
         async with self._policy_lock:
             if self._policy is not None:
                 return self._policy
-            try:
-                async with asyncio.timeout(self.settings.health_timeout):
-                    response = await self._http.get(self._endpoint.url + "/api/config", headers=self._headers)
-            except (httpx2.HTTPError, TimeoutError) as exc:
-                raise ConfigurationError(
-                    f"no routing policy given and CCR's /api/config could not be read "
-                    f"({type(exc).__name__}); pass policy= or set CCR_ROUTING_FILE"
-                ) from None
-            if response.status_code != 200:
-                raise ConfigurationError(
-                    f"no routing policy given and CCR's /api/config answered "
-                    f"{response.status_code}; pass policy= or set CCR_ROUTING_FILE"
-                )
-            try:
-                config = response.json()
-            except (ValueError, RecursionError):
-                raise ConfigurationError("CCR's /api/config is not usable JSON") from None
-            if not isinstance(config, dict):
-                raise ConfigurationError("CCR's /api/config is not a JSON object")
-            self._redactor.add(*provider_keys(config))
-            policy = RoutingPolicy.from_ccr_config(config)
+            routers: list[tuple[Endpoint, object]] = []
+            policy: RoutingPolicy | None = None
+            failure: ConfigurationError | None = None
+            for endpoint in self._endpoints.candidates():
+                try:
+                    config = await self._read_config(endpoint)
+                except ConfigurationError as exc:
+                    failure = failure or exc
+                    continue
+                self._redactor.add(*provider_keys(config))
+                if policy is None:
+                    policy = RoutingPolicy.from_ccr_config(config)
+                routers.append((endpoint, config.get("Router")))
+                if len(self._endpoints.all) == 1:
+                    break
+            if policy is None:
+                assert failure is not None
+                raise failure
+            reference = routers[0][1]
+            for endpoint, router in routers[1:]:
+                if router != reference:
+                    log.warning(
+                        "CCR at %s has another Router section than %s; it is not routed to",
+                        endpoint.label,
+                        routers[0][0].label,
+                    )
+                    self._endpoints.refuse(endpoint)
             self._policy = policy
             self._breaker.track(policy.targets())
             return policy
+
+    async def _read_config(self, endpoint: Endpoint) -> dict[str, Any]:
+        """One endpoint's ``/api/config``; ``ConfigurationError`` (its cause kept) if unusable."""
+        try:
+            async with asyncio.timeout(self.settings.health_timeout):
+                response = await self._http.get(endpoint.url + "/api/config", headers=self._headers)
+        except (httpx2.HTTPError, TimeoutError) as exc:
+            raise ConfigurationError(
+                f"no routing policy given and CCR's /api/config could not be read "
+                f"({type(exc).__name__}); pass policy= or set CCR_ROUTING_FILE"
+            ) from exc
+        if response.status_code != 200:
+            raise ConfigurationError(
+                f"no routing policy given and CCR's /api/config answered "
+                f"{response.status_code}; pass policy= or set CCR_ROUTING_FILE"
+            )
+        try:
+            config = response.json()
+        except (ValueError, RecursionError):
+            raise ConfigurationError("CCR's /api/config is not usable JSON") from None
+        if not isinstance(config, dict):
+            raise ConfigurationError("CCR's /api/config is not a JSON object")
+        return config
 
     def _limit_for(self, workspace_id: str) -> int | None:
         policy_limit = self._policy.limit_for(workspace_id) if self._policy is not None else None
@@ -277,6 +322,28 @@ class CCRClient:
 
         return RouteStream(self, _as_request(request))
 
+    def anthropic(
+        self,
+        workspace_id: str | None = None,
+        task: str | None = None,
+        complexity: str | None = None,
+        **sdk_options: Any,
+    ) -> AsyncAnthropic:
+        """An ``anthropic.AsyncAnthropic`` whose ``messages.create``, ``messages.stream`` and
+        ``messages.count_tokens`` go through this client: routing, fallback, breaker, quota,
+        telemetry (``pip install 'ccr-client[anthropic]'``; see the agents guide).
+
+        ``workspace_id``, ``task`` and ``complexity`` are the defaults of every call; a
+        call's ``x-ccr-workspace``, ``x-ccr-task`` and ``x-ccr-complexity`` headers win.
+        ``sdk_options`` go to the SDK (``timeout``, ``default_headers``, ``middleware``,
+        ``open_telemetry``, ...); the SDK never retries (``max_retries=0``).
+        """
+        from ccr._anthropic import routed_anthropic
+
+        return routed_anthropic(
+            self, workspace_id=workspace_id, task=task, complexity=complexity, sdk_options=sdk_options
+        )
+
     def _chain_call(self, request: RouteRequest, policy: RoutingPolicy, *, stream: bool = False) -> ChainCall:
         settings = self.settings
         send: Send = self._sender.post_messages
@@ -289,14 +356,16 @@ class CCRClient:
             attempt_timeout = request.first_event_timeout or settings.first_event_timeout
         return ChainCall(
             send=send,
-            server_address=self._endpoint.host,
-            server_port=self._endpoint.port,
+            endpoints=self._endpoints,
             headers={**self._headers, **request.headers} if request.headers else self._headers,
             body_tail=request_body_tail(request, stream=stream),
             attempt_timeout=attempt_timeout,
             deadline=request.deadline or settings.deadline,
             target_timeouts=policy.timeouts,
             breaker=self._breaker,
+            retries=policy.retries if policy.retries is not None else settings.retries,
+            retry_max_wait=settings.retry_max_wait,
+            sleep=self._clock.sleep,
         )
 
     async def _finish_quota(
@@ -356,23 +425,54 @@ class CCRClient:
     # --- health and breaker -------------------------------------------------------------
 
     async def health_check(self, include_model_status: bool = False) -> HealthReport:
-        """Check CCR (``/health``, retried) and optionally probe every policy target."""
+        """Check CCR (``/health``, retried) and optionally probe every policy target.
+
+        With several endpoints each one's ``/health`` is checked (``report.endpoints``), the
+        endpoint states follow what was found, and the models are probed through the first
+        healthy one. One endpoint down makes a healthy report degraded.
+        """
         started = time.perf_counter()
         targets = self._policy.targets() if self._policy is not None else []
-        report = await run_health_check(
-            self._http,
-            url=self._endpoint.url,
-            headers=self._headers,
-            targets=targets,
-            settings=self.settings,
-            clock=self._clock,
-            include_model_status=include_model_status,
-            on_secret=self._redactor.add,
-        )
-        if self._emitter.wants(HealthChecked):
-            self._emitter.emit(
-                HealthChecked(report, time.perf_counter() - started, self._endpoint.host, self._endpoint.port)
+        endpoints = self._endpoints.all
+
+        def check(endpoint: Endpoint, models: bool) -> Awaitable[HealthReport]:
+            return run_health_check(
+                self._http,
+                url=endpoint.url,
+                headers=self._headers,
+                targets=targets,
+                settings=self.settings,
+                clock=self._clock,
+                include_model_status=models,
+                on_secret=self._redactor.add,
             )
+
+        if len(endpoints) == 1:
+            served = endpoints[0]
+            report = await check(served, include_model_status)
+            report = report.model_copy(update={"endpoints": {served.url: report.status}})
+        else:
+            found = await asyncio.gather(*(check(e, False) for e in endpoints))
+            for endpoint, seen in zip(endpoints, found, strict=True):
+                if seen.status is HealthStatus.UNHEALTHY:
+                    self._endpoints.mark_down(endpoint)
+                else:
+                    self._endpoints.mark_up(endpoint)
+            statuses = {e.url: r.status for e, r in zip(endpoints, found, strict=True)}
+            healthy = [
+                (e, r)
+                for e, r in zip(endpoints, found, strict=True)
+                if r.status is not HealthStatus.UNHEALTHY
+            ]
+            served, report = healthy[0] if healthy else (endpoints[0], found[0])
+            if healthy and include_model_status:
+                report = await check(served, True)
+            status = report.status
+            if status is HealthStatus.HEALTHY and len(healthy) < len(endpoints):
+                status = HealthStatus.DEGRADED
+            report = report.model_copy(update={"endpoints": statuses, "status": status})
+        if self._emitter.wants(HealthChecked):
+            self._emitter.emit(HealthChecked(report, time.perf_counter() - started, served.host, served.port))
         return report
 
     def health_monitor(self, interval: float = 30.0, *, include_model_status: bool = True) -> HealthMonitor:
@@ -386,6 +486,10 @@ class CCRClient:
     def breaker_states(self) -> dict[str, BreakerState]:
         """The breaker state of every known target."""
         return self._breaker.states()
+
+    def endpoint_states(self) -> dict[str, EndpointState]:
+        """``url -> up | down | refused`` of every configured CCR endpoint."""
+        return self._endpoints.states()
 
     def _breaker_changed(self, target: str, state: BreakerState) -> None:
         log.info("circuit for %s is now %s", target, state.value)

@@ -150,6 +150,8 @@ class AttemptStarted(Event):
     server_address: str
     server_port: int
     headers: dict[str, str] = field(default_factory=dict)
+    retry: int = 0
+    """0 for a target's first try, 1 for its first retry, ..."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,11 @@ class Endpoint:
     def messages_url(self) -> str:
         return self.url + MESSAGES_PATH
 
+    @property
+    def label(self) -> str:
+        """``host:port``: how attempts, reports and metric labels name this CCR."""
+        return f"{self.host}:{self.port}"
+
 
 def endpoint(url: str) -> Endpoint:
     """Parse CCR's base URL once; ``ValueError`` names what is wrong with it."""
@@ -104,7 +109,7 @@ def http_client(settings: CCRSettings, *, timeout: float | None = None) -> httpx
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
         ),
-        verify=tls_context(settings) if settings.url.startswith("https://") else True,
+        verify=tls_context(settings) if "https://" in settings.url else True,
         trust_env=False,
     )
 

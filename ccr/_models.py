@@ -340,7 +340,7 @@ class Usage(BaseModel):
 
 
 class Attempt(BaseModel):
-    """One target of the chain, tried or skipped."""
+    """One try of a target of the chain (a retry is one more), or a skipped target."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -350,6 +350,8 @@ class Attempt(BaseModel):
     error_type: str | None = None
     latency_ms: float = 0.0
     error_message: str | None = None
+    endpoint: str | None = Field(default=None, description="The CCR endpoint (host:port) it went to.")
+    wait_ms: float = Field(default=0.0, description="The wait before this try (a retry's backoff).")
 
 
 class QuotaStatus(BaseModel):
@@ -380,6 +382,9 @@ class HealthReport(BaseModel):
     checked_at: datetime
     attempts: int
     error: str | None = None
+    endpoints: dict[str, HealthStatus] = Field(
+        default_factory=dict, description="Each configured CCR endpoint's own /health verdict."
+    )
 
 
 class RouteResult(BaseModel):

@@ -53,6 +53,12 @@ class RoutingPolicy(BaseModel):
     )
     workspaces: dict[WorkspaceId, WorkspacePolicy] = Field(default_factory=dict)
     timeouts: dict[Target, float] = Field(default_factory=dict)
+    retries: int | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="Retries of a target after 429/503/529 (overrides the settings' retries).",
+    )
 
     @field_validator("chains")
     @classmethod

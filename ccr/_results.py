@@ -71,7 +71,7 @@ def routed_result(
 ) -> RouteResult:
     """The chain was walked: the answer of the target that replied, or why none did."""
     attempts = outcome.attempts
-    tried = [a.target for a in attempts if a.outcome is not AttemptOutcome.SKIPPED]
+    tried = _tried(attempts)
     reply, target = outcome.reply, outcome.target
     if reply is None or target is None:
         return _result(
@@ -130,7 +130,7 @@ def stream_result(
     """
     assert outcome.target is not None
     attempts = [*outcome.attempts[:-1], final]
-    tried = [a.target for a in attempts if a.outcome is not AttemptOutcome.SKIPPED]
+    tried = _tried(attempts)
     complete = error_message is None
     return _result(
         request,
@@ -152,6 +152,11 @@ def stream_result(
         quota=status,
         quota_checked=checked and status is not None,
     )
+
+
+def _tried(attempts: Sequence[Attempt]) -> list[str]:
+    """The targets tried, in order, once each (a retry or an endpoint failover is the same target)."""
+    return list(dict.fromkeys(a.target for a in attempts if a.outcome is not AttemptOutcome.SKIPPED))
 
 
 def _result(

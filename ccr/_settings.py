@@ -9,13 +9,16 @@ from __future__ import annotations
 import ssl
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ccr._models import MAX_TOKENS
+
+if TYPE_CHECKING:
+    from ccr._http import Endpoint
 
 
 def _seconds(value: Any) -> Any:
@@ -47,11 +50,18 @@ class CCRSettings(BaseSettings):
     )
 
     # --- core (routing and fallback) ---
+    # CCR's URL; several (comma-separated) are tried in order when one cannot be reached
     url: str = "http://127.0.0.1:3456"
     api_key: SecretStr | None = None
     attempt_timeout: Seconds = 60.0
     deadline: Seconds = 180.0
     connect_timeout: Seconds = 5.0
+    # How often a target is retried after a 429, 503, 529 or a drop before any answer
+    retries: int = Field(default=1, ge=0, le=10)
+    # The longest wait before a retry, even if Retry-After asks for more
+    retry_max_wait: Seconds = 20.0
+    # How long an endpoint that could not be reached is skipped (with several endpoints)
+    endpoint_cooldown: Seconds = 5.0
     # A stream falls back until its first content event; this bounds the wait for it.
     first_event_timeout: Seconds = 30.0
     # After the first event, the longest silence a stream may keep before it is interrupted.
@@ -96,16 +106,38 @@ class CCRSettings(BaseSettings):
     # --- telemetry ---
     trace_content: bool = False
 
-    @field_validator("url")
+    @field_validator("url", mode="before")
     @classmethod
-    def _check_url(cls, value: str) -> str:
+    def _check_url(cls, value: Any) -> Any:
+        """One URL, or several (a list, or comma-separated): CCR instances to fail over
+        between, in order. Stored comma-joined; ``endpoints()`` gives them parsed."""
         from ccr._http import endpoint
 
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
-        if "@" in value.split("//", 1)[1].split("/", 1)[0]:
-            raise ValueError("url must not carry credentials; use api_key")
-        return endpoint(value).url
+        if isinstance(value, list | tuple):
+            parts = [str(part) for part in value]
+        elif isinstance(value, str):
+            parts = value.split(",")
+        else:
+            return value  # pydantic names the wrong type
+        urls: list[str] = []
+        for part in (p.strip() for p in parts):
+            if not part.startswith(("http://", "https://")):
+                raise ValueError("url must start with http:// or https://")
+            if "@" in part.split("//", 1)[1].split("/", 1)[0]:
+                raise ValueError("url must not carry credentials; use api_key")
+            url = endpoint(part).url
+            if url in urls:
+                raise ValueError("url lists the same CCR twice")
+            urls.append(url)
+        if not urls:
+            raise ValueError("url must name at least one CCR")
+        return ",".join(urls)
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The CCR instances of ``url``, parsed, in failover order."""
+        from ccr._http import endpoint
+
+        return tuple(endpoint(url) for url in self.url.split(","))
 
     @field_validator("ca_file")
     @classmethod

@@ -33,6 +33,7 @@ from ccr._errors import ERROR_CLASSES, CCRError, StreamInterrupted
 from ccr._estimate import reservation_estimate, streamed_usage_bound
 from ccr._events import AttemptEnded, AttemptStarted, Route, RouteEnded, RouteStarted, StreamInterruption
 from ccr._fallback import ChainOutcome, run_chain
+from ccr._http import Endpoint
 from ccr._models import Attempt, AttemptOutcome, QuotaStatus, RouteRequest, RouteResult, Usage, trusted
 from ccr._results import dry_run_result, rejected_result, routed_result, stream_result
 from ccr._routing import decide
@@ -93,6 +94,7 @@ async def first_event(
     sender: Sender,
     redactor: Redactor,
     park: Callable[[asyncio.Future[Reply | Body]], None],
+    endpoint: Endpoint,
     content: bytes,
     headers: dict[str, str],
     timeout: float,
@@ -112,7 +114,7 @@ async def first_event(
     """
     started = time.perf_counter()
     body: Body | None = None
-    opening = asyncio.ensure_future(sender.open_stream(content, headers, delivery))
+    opening = asyncio.ensure_future(sender.open_stream(endpoint, content, headers, delivery))
     bound = asyncio.timeout(timeout)
     try:
         async with bound:
@@ -470,6 +472,8 @@ class RouteStream:
             error_type=error_type,
             latency_ms=(time.perf_counter() - stream.sent_at) * 1000.0,
             error_message=message,
+            endpoint=outcome.attempts[-1].endpoint,
+            wait_ms=outcome.attempts[-1].wait_ms,
         )
         result = stream_result(
             request,

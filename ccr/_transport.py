@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import httpx2
 
 from ccr._errors import ErrorCode
+from ccr._http import Endpoint
 from ccr._messages import ContentBlock, TextBlock, parse_blocks
 from ccr._models import AttemptOutcome, Usage, trusted
 from ccr._redact import Redactor
@@ -29,6 +30,8 @@ from ccr._redact import Redactor
 MAX_BELIEVABLE_TOKENS = 50_000_000
 
 _FALL_BACK_STATUSES = frozenset({404, 408, 409, 425, 429})
+RETRY_STATUSES = frozenset({429, 503, 529})
+"""Answers worth the same target again after a wait: busy (429), unavailable, overloaded."""
 _UNAUTHORIZED_STATUSES = frozenset({401, 403})
 
 
@@ -71,6 +74,10 @@ class Reply:
     exception: BaseException | None = None
     stream: Any = None
     """A stream that reached its first content event (``ccr._stream.OpenStream``)."""
+    retry_after: float | None = None
+    """Seconds the answer asked to wait (``retry-after-ms`` or ``Retry-After``), if it did."""
+    before_answer: bool = False
+    """A transport failure before any response byte (a dropped connection worth a retry)."""
     first_chunk_s: float | None = None
     """Seconds from sending to the first content event, for a stream."""
 
@@ -84,15 +91,20 @@ class Delivery:
     it is true the upstream may have done the work, so the quota charges it.
     """
 
-    __slots__ = ("written",)
+    __slots__ = ("answered", "traced", "written")
 
     def __init__(self) -> None:
         self.written = False
+        self.answered = False  # response headers arrived (for the current attempt)
+        self.traced = False  # the transport reports its steps, so ``answered`` is known
 
     async def trace(self, name: str, info: dict[str, Any]) -> None:
         """httpcore2's ``trace`` extension: called at the start and end of every step."""
         if name.endswith("send_request_headers.started"):
             self.written = True
+            self.answered = False
+        elif name.endswith("receive_response_headers.complete"):
+            self.answered = True
 
 
 class Sender(Protocol):
@@ -103,10 +115,12 @@ class Sender(Protocol):
     """
 
     async def post_messages(
-        self, content: bytes, headers: dict[str, str], timeout: float, delivery: Delivery
+        self, endpoint: Endpoint, content: bytes, headers: dict[str, str], timeout: float, delivery: Delivery
     ) -> Reply: ...
 
-    async def open_stream(self, content: bytes, headers: dict[str, str], delivery: Delivery) -> Reply | Body:
+    async def open_stream(
+        self, endpoint: Endpoint, content: bytes, headers: dict[str, str], delivery: Delivery
+    ) -> Reply | Body:
         """POST a streaming attempt: the open body on a 2xx, else the classified failure.
 
         Unbounded by itself: the caller bounds it (and the body's reads) on its own clock.
@@ -147,29 +161,40 @@ class HttpxSender:
     cancellation storm of the chaos suite proves no slot is lost.
     """
 
-    __slots__ = ("_http", "_redactor", "_stream_timeout", "_traced", "_url")
+    __slots__ = ("_http", "_redactor", "_stream_timeout", "_targets")
 
-    def __init__(self, http: httpx2.AsyncClient, url: str, redactor: Redactor) -> None:
-        from ccr._http import supports_trace
-
+    def __init__(self, http: httpx2.AsyncClient, redactor: Redactor) -> None:
         self._http = http
-        self._url = httpx2.URL(url)  # parsed once: httpx2 would parse a string on every request
         self._redactor = redactor
-        self._traced = supports_trace(http, url)
+        # Per endpoint: its URL parsed once (httpx2 would parse a string on every request),
+        # and whether its transport reports its steps (httpcore2's trace).
+        self._targets: dict[Endpoint, tuple[httpx2.URL, bool]] = {}
         # A stream's reads are bounded by our idle and first-event timeouts, not httpx2's.
         self._stream_timeout = httpx2.Timeout(http.timeout.connect, read=None, write=None, pool=None)
 
-    async def open_stream(self, content: bytes, headers: dict[str, str], delivery: Delivery) -> Reply | Body:
+    def _target(self, endpoint: Endpoint, delivery: Delivery) -> tuple[httpx2.URL, dict[str, Any] | None]:
+        target = self._targets.get(endpoint)
+        if target is None:
+            from ccr._http import supports_trace
+
+            raw = endpoint.messages_url
+            target = self._targets[endpoint] = (httpx2.URL(raw), supports_trace(self._http, raw))
+        url, traced = target
+        if traced:
+            delivery.traced = True
+            return url, {"trace": delivery.trace}
+        delivery.written = True  # a transport that cannot tell: assume it reached CCR
+        return url, None
+
+    async def open_stream(
+        self, endpoint: Endpoint, content: bytes, headers: dict[str, str], delivery: Delivery
+    ) -> Reply | Body:
         """POST a streaming attempt; see ``Sender.open_stream``."""
         started = time.perf_counter()
-        if self._traced:
-            extensions: dict[str, Any] | None = {"trace": delivery.trace}
-        else:
-            extensions = None
-            delivery.written = True
+        url, extensions = self._target(endpoint, delivery)
         request = self._http.build_request(
             "POST",
-            self._url,
+            url,
             content=content,
             headers=headers,
             extensions=extensions,
@@ -178,7 +203,7 @@ class HttpxSender:
         try:
             response = await self._http.send(request, stream=True)
         except Exception as exc:
-            failure = _httpx_failure(exc, started)
+            failure = _httpx_failure(exc, started, delivery)
             if failure is None:
                 raise
             return failure
@@ -187,46 +212,49 @@ class HttpxSender:
         try:
             raw = await response.aread()
         except Exception as exc:
-            failure = _httpx_failure(exc, started)
+            failure = _httpx_failure(exc, started, delivery)
             if failure is None:
                 raise
             return failure
         finally:
             await response.aclose()
-        return classify(response.status_code, raw, (time.perf_counter() - started) * 1000.0, self._redactor)
+        return classify(
+            response.status_code,
+            raw,
+            (time.perf_counter() - started) * 1000.0,
+            self._redactor,
+            retry_after_of(response.status_code, response.headers.get),
+        )
 
     async def post_messages(
-        self, content: bytes, headers: dict[str, str], timeout: float, delivery: Delivery
+        self, endpoint: Endpoint, content: bytes, headers: dict[str, str], timeout: float, delivery: Delivery
     ) -> Reply:
         """POST one attempt, bounded by ``timeout`` seconds of our own clock."""
         started = time.perf_counter()
-        if self._traced:
-            extensions: dict[str, Any] | None = {"trace": delivery.trace}
-        else:
-            extensions = None
-            delivery.written = True
+        url, extensions = self._target(endpoint, delivery)
         try:
             async with asyncio.timeout(timeout):
-                response = await self._http.post(
-                    self._url, content=content, headers=headers, extensions=extensions
-                )
+                response = await self._http.post(url, content=content, headers=headers, extensions=extensions)
         except TimeoutError as exc:
             return failed(
                 "timeout", started, exc, Verdict.FALL_BACK, "no answer in time", AttemptOutcome.TIMEOUT
             )
         except Exception as exc:
-            failure = _httpx_failure(exc, started)
+            failure = _httpx_failure(exc, started, delivery)
             if failure is None:
                 raise
             return failure
         latency_ms = (time.perf_counter() - started) * 1000.0
-        return classify(response.status_code, response.content, latency_ms, self._redactor)
+        status = response.status_code
+        return classify(
+            status, response.content, latency_ms, self._redactor, retry_after_of(status, response.headers.get)
+        )
 
     async def aclose(self) -> None:
         """Nothing of its own to close: the client owns the ``httpx2.AsyncClient``."""
 
 
-def _httpx_failure(exc: Exception, started: float) -> Reply | None:
+def _httpx_failure(exc: Exception, started: float, delivery: Delivery) -> Reply | None:
     """What an httpx2 error means for the chain; ``None`` for what is not a transport error."""
     if isinstance(exc, httpx2.ConnectError):
         return failed("connect_error", started, exc, Verdict.UNREACHABLE, "CCR refused the connection")
@@ -237,13 +265,10 @@ def _httpx_failure(exc: Exception, started: float) -> Reply | None:
     if isinstance(exc, httpx2.TimeoutException):
         return failed("timeout", started, exc, Verdict.FALL_BACK, "no answer in time", AttemptOutcome.TIMEOUT)
     if isinstance(exc, httpx2.RemoteProtocolError | httpx2.ReadError | httpx2.WriteError):
-        return failed(
-            "connection_dropped",
-            started,
-            exc,
-            Verdict.FALL_BACK_UNBLAMED,
-            "CCR closed the connection mid-request",
-        )
+        # Before any answer: the response headers never came (httpcore2's trace says so;
+        # a transport without it says "without sending a response").
+        before = not delivery.answered and (delivery.traced or "without sending a response" in str(exc))
+        return dropped(started, exc, before_answer=before)
     if isinstance(exc, httpx2.HTTPError | OSError):
         return failed("transport_error", started, exc, Verdict.FALL_BACK, type(exc).__name__)
     return None
@@ -277,8 +302,13 @@ class _HttpxBody:
         await asyncio.sleep(0)
 
 
-def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> Reply:
-    """Turn an HTTP answer into a ``Reply``; never raises, whatever the body holds."""
+def classify(
+    status: int, raw: bytes, latency_ms: float, redactor: Redactor, retry_after: float | None = None
+) -> Reply:
+    """Turn an HTTP answer into a ``Reply``; never raises, whatever the body holds.
+
+    ``retry_after``: what the answer asked to wait (see :func:`retry_after_of`).
+    """
     body = _json_object(raw)
     if 200 <= status < 300:
         if body is None:
@@ -334,6 +364,7 @@ def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> 
             latency_ms=latency_ms,
             body=body,
             error_message=message,
+            retry_after=retry_after,
         )
     stop = ErrorCode.UNAUTHORIZED if status in _UNAUTHORIZED_STATUSES else ErrorCode.INVALID_REQUEST
     return Reply(
@@ -345,6 +376,63 @@ def classify(status: int, raw: bytes, latency_ms: float, redactor: Redactor) -> 
         latency_ms=latency_ms,
         body=body,
         error_message=message,
+    )
+
+
+_MAX_RETRY_AFTER = 3600.0
+
+
+def retry_after_of(status: int, header: Callable[[str], str | None]) -> float | None:
+    """Seconds an answer asks to wait: ``retry-after-ms``, else ``Retry-After`` (seconds or
+    an HTTP date). Read only for the statuses worth a retry; ``None`` when absent or absurd.
+
+    CCR 1.0.73 and 2.0.0 strip the upstream's ``Retry-After``; a CCR behind a proxy, or a
+    future one, may send it.
+    """
+    if status not in RETRY_STATUSES:
+        return None
+    raw = header("retry-after-ms")
+    if raw is not None:
+        try:
+            seconds = float(raw) / 1000.0
+        except ValueError:
+            seconds = -1.0
+        if 0 <= seconds <= _MAX_RETRY_AFTER:
+            return seconds
+    raw = header("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        import datetime
+
+        seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
+        seconds = max(seconds, 0.0)
+    return seconds if 0 <= seconds <= _MAX_RETRY_AFTER else None  # NaN fails both comparisons
+
+
+def dropped(started: float, exc: BaseException, *, before_answer: bool) -> Reply:
+    """The connection dropped: before any answer (worth a retry), or mid-answer."""
+    return Reply(
+        Verdict.FALL_BACK_UNBLAMED,
+        AttemptOutcome.ERROR,
+        None,
+        "connection_dropped",
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+        error_message="CCR closed the connection before answering"
+        if before_answer
+        else "CCR closed the connection mid-request",
+        exception=exc,
+        before_answer=before_answer,
     )
 
 

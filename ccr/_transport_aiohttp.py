@@ -64,11 +64,21 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from ccr._http import tls_context
+from ccr._http import Endpoint, tls_context
 from ccr._models import AttemptOutcome
 from ccr._redact import Redactor
 from ccr._settings import CCRSettings
-from ccr._transport import Body, BodyBroken, Delivery, Reply, Verdict, classify, failed
+from ccr._transport import (
+    Body,
+    BodyBroken,
+    Delivery,
+    Reply,
+    Verdict,
+    classify,
+    dropped,
+    failed,
+    retry_after_of,
+)
 
 # The attempt being sent in this task; the connector marks it written.
 _DELIVERY: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar("ccr_delivery", default=None)
@@ -105,13 +115,14 @@ class AiohttpSender:
     bound to that loop like any aiohttp session: use one ``CCRClient`` per event loop.
     """
 
-    __slots__ = ("_closed", "_loop", "_redactor", "_session", "_settings", "_slots", "_ssl", "_url")
+    __slots__ = ("_closed", "_loop", "_redactor", "_session", "_settings", "_slots", "_ssl", "_urls")
 
     def __init__(self, settings: CCRSettings, redactor: Redactor) -> None:
         self._settings = settings
-        self._url = URL(settings.url + "/v1/messages")  # parsed once, not per request
+        # Each endpoint's URL, parsed once, not per request.
+        self._urls: dict[Endpoint, URL] = {e: URL(e.messages_url) for e in settings.endpoints()}
         self._redactor = redactor
-        self._ssl: ssl.SSLContext | bool = tls_context(settings) if self._url.scheme == "https" else True
+        self._ssl: ssl.SSLContext | bool = tls_context(settings) if "https://" in settings.url else True
         self._session: aiohttp.ClientSession | None = None
         # The pool's slots, taken before the connector is asked (see the module docstring).
         self._slots = asyncio.Semaphore(settings.max_connections)
@@ -151,8 +162,14 @@ class AiohttpSender:
         self._loop = loop
         return self._session
 
+    def _url(self, endpoint: Endpoint) -> URL:
+        url = self._urls.get(endpoint)
+        if url is None:
+            url = self._urls[endpoint] = URL(endpoint.messages_url)
+        return url
+
     async def post_messages(
-        self, content: bytes, headers: dict[str, str], timeout: float, delivery: Delivery
+        self, endpoint: Endpoint, content: bytes, headers: dict[str, str], timeout: float, delivery: Delivery
     ) -> Reply:
         """POST one attempt to CCR, bounded by ``timeout`` seconds of our own clock.
 
@@ -164,9 +181,13 @@ class AiohttpSender:
             session = self._open()
         started = time.perf_counter()
         token = _DELIVERY.set(delivery)
+        answered = False
         try:
             async with asyncio.timeout(timeout), self._slots:
-                response = await session.post(self._url, data=content, headers=headers, allow_redirects=False)
+                response = await session.post(
+                    self._url(endpoint), data=content, headers=headers, allow_redirects=False
+                )
+                answered = True
                 try:
                     raw = await response.read()  # closes the connection itself if this fails
                 finally:
@@ -178,13 +199,16 @@ class AiohttpSender:
                 "timeout", started, exc, Verdict.FALL_BACK, "no answer in time", AttemptOutcome.TIMEOUT
             )
         except (aiohttp.ClientError, OSError) as exc:
-            return _failure(exc, started)
+            return _failure(exc, started, before_answer=not answered)
         finally:
             _DELIVERY.reset(token)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        return classify(response.status, raw, latency_ms, self._redactor)
+        status = response.status
+        return classify(status, raw, latency_ms, self._redactor, retry_after_of(status, response.headers.get))
 
-    async def open_stream(self, content: bytes, headers: dict[str, str], delivery: Delivery) -> Reply | Body:
+    async def open_stream(
+        self, endpoint: Endpoint, content: bytes, headers: dict[str, str], delivery: Delivery
+    ) -> Reply | Body:
         """POST a streaming attempt; see ``Sender.open_stream``. The pool slot is held
         until the body is closed."""
         session = self._session
@@ -194,11 +218,13 @@ class AiohttpSender:
         token = _DELIVERY.set(delivery)
         await self._slots.acquire()
         try:
-            response = await session.post(self._url, data=content, headers=headers, allow_redirects=False)
+            response = await session.post(
+                self._url(endpoint), data=content, headers=headers, allow_redirects=False
+            )
         except BaseException as exc:
             self._slots.release()
             if isinstance(exc, aiohttp.ClientError | OSError):
-                return _failure(exc, started)
+                return _failure(exc, started, before_answer=True)
             raise
         finally:
             _DELIVERY.reset(token)
@@ -211,7 +237,13 @@ class AiohttpSender:
         finally:
             response.release()
             self._slots.release()
-        return classify(response.status, raw, (time.perf_counter() - started) * 1000.0, self._redactor)
+        return classify(
+            response.status,
+            raw,
+            (time.perf_counter() - started) * 1000.0,
+            self._redactor,
+            retry_after_of(response.status, response.headers.get),
+        )
 
     async def aclose(self) -> None:
         """Close the session and wait for its connections to close."""
@@ -224,7 +256,7 @@ class AiohttpSender:
             await asyncio.sleep(0)
 
 
-def _failure(exc: BaseException, started: float) -> Reply:
+def _failure(exc: BaseException, started: float, *, before_answer: bool = False) -> Reply:
     """What an aiohttp error means for the chain (the table in the module docstring)."""
     if isinstance(exc, aiohttp.ServerTimeoutError):
         return failed(
@@ -237,13 +269,7 @@ def _failure(exc: BaseException, started: float) -> Reply:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return failed("connect_error", started, exc, Verdict.UNREACHABLE, "CCR refused the connection")
     if isinstance(exc, _DROPPED):
-        return failed(
-            "connection_dropped",
-            started,
-            exc,
-            Verdict.FALL_BACK_UNBLAMED,
-            "CCR closed the connection mid-request",
-        )
+        return dropped(started, exc, before_answer=before_answer)
     return failed("transport_error", started, exc, Verdict.FALL_BACK, type(exc).__name__)
 
 

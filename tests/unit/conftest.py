@@ -86,6 +86,7 @@ def make_client(fake_ccr: FakeCCR, clock: FakeClock) -> Callable[..., CCRClient]
         policy: RoutingPolicy | None = POLICY, hooks: Any = (), on_quota_warning: Any = None, **settings: Any
     ) -> CCRClient:
         settings.setdefault("url", "http://ccr.test")
+        settings.setdefault("retries", 0)  # fallback tests see one try per target; retry tests set it
         http = httpx2.AsyncClient(transport=httpx2.MockTransport(fake_ccr.handler))
         client = CCRClient(
             CCRSettings(**settings),

@@ -28,6 +28,7 @@ PINNED = [
     "ContentBlockStart",
     "ContentBlockStop",
     "DeadlineExceeded",
+    "EndpointState",
     "ErrorCode",
     "Event",
     "FakeClock",

@@ -58,13 +58,13 @@ OBSERVABILITY_DOC = Path(__file__).parents[2] / "docs" / "observability.md"
 
 async def route_once(fake, registry, tracer_provider):
     async with CCRClient(
-        CCRSettings(url=fake.url), policy=POLICY, registry=registry, tracer_provider=tracer_provider
+        CCRSettings(url=fake.url, retries=0), policy=POLICY, registry=registry, tracer_provider=tracer_provider
     ) as client:
         return await client.route_request(REQUEST)
 
 
 async def route_with_hooks(fake, hooks):
-    async with CCRClient(CCRSettings(url=fake.url), policy=POLICY, hooks=hooks) as client:
+    async with CCRClient(CCRSettings(url=fake.url, retries=0), policy=POLICY, hooks=hooks) as client:
         return await client.route_request(REQUEST)
 
 
@@ -258,7 +258,7 @@ async def test_a_stream_is_traced_and_measured(fake, spans):
     registry = CollectorRegistry()
     async with (
         CCRClient(
-            CCRSettings(url=fake.url), policy=POLICY, registry=registry, tracer_provider=tracer_provider
+            CCRSettings(url=fake.url, retries=0), policy=POLICY, registry=registry, tracer_provider=tracer_provider
         ) as client,
         client.stream(REQUEST) as stream,
     ):

@@ -67,7 +67,7 @@ async def make(fp: FakeProvider, transport: str) -> AsyncIterator[Callable[..., 
         url: str | None = None, client_options: dict[str, Any] | None = None, **settings: Any
     ) -> CCRClient:
         options: dict[str, Any] = {"hooks": [], **(client_options or {})}
-        settings = {"url": url or fp.url, "transport": transport, **settings}
+        settings = {"url": url or fp.url, "transport": transport, "retries": 0, **settings}
         client = CCRClient(CCRSettings(**settings), policy=POLICY, **options)
         clients.append(client)
         return client
@@ -586,7 +586,7 @@ async def test_aiohttp_close_is_idempotent_and_final(fp):
     await client.aclose()
     await client.aclose()
     with pytest.raises(RuntimeError, match="closed"):
-        await client._sender.post_messages(b"{}", {}, 1.0, Delivery())
+        await client._sender.post_messages(client.settings.endpoints()[0], b"{}", {}, 1.0, Delivery())
 
 
 async def test_aiohttp_sender_is_bound_to_its_event_loop(fp):
@@ -598,7 +598,7 @@ async def test_aiohttp_sender_is_bound_to_its_event_loop(fp):
 
         def other_loop() -> None:
             try:
-                asyncio.run(client._sender.post_messages(b"{}", {}, 1.0, Delivery()))
+                asyncio.run(client._sender.post_messages(client.settings.endpoints()[0], b"{}", {}, 1.0, Delivery()))
             except BaseException as exc:
                 errors.append(exc)
 

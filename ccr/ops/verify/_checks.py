@@ -104,6 +104,9 @@ def _bounded_settings(settings: CCRSettings) -> CCRSettings:
             "deadline": min(settings.deadline, _DEADLINE),
             "quota_timeout": min(settings.quota_timeout, _QUOTA_TIMEOUT),
             "transport": "httpx",
+            # Each check spends the model calls its table says: a busy target is reported,
+            # not retried.
+            "retries": 0,
         }
     )
 
