@@ -191,6 +191,22 @@ class _Metrics:
                 registry=registry,
             )
         )
+        self.retries: _Children[tuple[str], Counter] = _Children(
+            Counter(
+                "ccr_retries",
+                "Tries of a target after a 429, 503, 529 or an early drop, by provider.",
+                ["provider"],
+                registry=registry,
+            )
+        )
+        self.endpoint_attempts: _Children[tuple[str, str], Counter] = _Children(
+            Counter(
+                "ccr_endpoint_attempts",
+                "Attempts by the CCR endpoint (host:port, of the configured list) and outcome.",
+                ["endpoint", "outcome"],
+                registry=registry,
+            )
+        )
         self.active = Gauge(
             "ccr_active_requests",
             "Requests being routed right now.",
@@ -248,6 +264,12 @@ class PrometheusHook(Exporter):
         attempt = event.attempt
         metrics.latency[(provider,)].observe(attempt.latency_ms / 1000.0)
         metrics.attempts[(provider, attempt.outcome.value)].inc()
+        start = event.start
+        metrics.endpoint_attempts[
+            (f"{start.server_address}:{start.server_port}", attempt.outcome.value)
+        ].inc()
+        if start.retry:
+            metrics.retries[(provider,)].inc()
         usage = event.usage
         if usage is not None:
             if usage.input_tokens:
@@ -288,10 +310,13 @@ class PrometheusHook(Exporter):
         error = result.error
         status = "success" if result.success else (error.value if error is not None else "error")
         metrics.requests[(result.provider or "none", task, status)].inc()
-        # Every attempt followed by another one is a fallback away from its provider.
-        for attempt in result.attempts[:-1]:
-            reason = attempt.error_type or attempt.outcome.value
-            metrics.fallbacks[(split_target(attempt.target)[0], reason)].inc()
+        # An attempt followed by one on another target is a fallback away from its provider
+        # (a retry, or a failover to another endpoint, stays on the same target).
+        attempts = result.attempts
+        for attempt, following in zip(attempts, attempts[1:], strict=False):
+            if following.target != attempt.target:
+                reason = attempt.error_type or attempt.outcome.value
+                metrics.fallbacks[(split_target(attempt.target)[0], reason)].inc()
         if error is ErrorCode.QUOTA_EXCEEDED:
             metrics.quota_rejections.inc()
 

@@ -264,6 +264,8 @@ class TracingHook(Exporter):
             attributes["gen_ai.request.temperature"] = request.temperature
         if event.route.stream:
             attributes["gen_ai.request.stream"] = True
+        if event.retry:
+            attributes["ccr.attempt.retry"] = event.retry
         span = self._tracer.start_span(
             f"chat {event.target}", context=spans.ctx, kind=SpanKind.CLIENT, attributes=attributes
         )

@@ -97,6 +97,8 @@ class Behavior:
     stream_fault: StreamFault | None = None
     fault_after: int = 0
     stream_usage: bool | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra response headers of a ``status`` answer (``Retry-After``, ``retry-after-ms``)."""
 
     def __post_init__(self) -> None:
         for name in ("seconds", "token_delay_seconds"):
@@ -123,10 +125,22 @@ class Behavior:
         return cls("delay", text=text, seconds=seconds)
 
     @classmethod
-    def status(cls, code: int, message: str | None = None) -> Behavior:
-        """Answer ``code`` (e.g. 400, 429, 500, 503) with an error JSON body."""
+    def status(
+        cls,
+        code: int,
+        message: str | None = None,
+        *,
+        retry_after: float | str | None = None,
+        retry_after_ms: float | None = None,
+    ) -> Behavior:
+        """Answer ``code`` (e.g. 400, 429, 500, 503) with an error JSON body, and the
+        ``Retry-After`` (seconds, or an HTTP date as a string) and ``retry-after-ms``
+        headers when given. CCR 1.0.73 and 2.0.0 strip them: talk to the fake directly
+        (``messages_url``) to see them arrive."""
         _check_status(code)
-        return cls("status", status_code=code, message=message)
+        return cls(
+            "status", status_code=code, message=message, headers=_retry_headers(retry_after, retry_after_ms)
+        )
 
     @classmethod
     def drop(cls) -> Behavior:
@@ -139,12 +153,22 @@ class Behavior:
         return cls("hang")
 
     @classmethod
-    def fail_first(cls, n: int, code: int = 503, text: str | None = None) -> Behavior:
-        """Answer the first ``n`` requests with ``code``, then reply normally."""
+    def fail_first(
+        cls,
+        n: int,
+        code: int = 503,
+        text: str | None = None,
+        *,
+        retry_after: float | str | None = None,
+        retry_after_ms: float | None = None,
+    ) -> Behavior:
+        """Answer the first ``n`` requests with ``code`` (and the retry headers, as
+        :meth:`status`), then reply normally."""
         if n < 0:
             raise ValueError("n must be >= 0")
         _check_status(code)
-        return cls("fail_first", failures=n, status_code=code, text=text)
+        headers = _retry_headers(retry_after, retry_after_ms)
+        return cls("fail_first", failures=n, status_code=code, text=text, headers=headers)
 
     @classmethod
     def raw(cls, status: int, body: bytes | str, content_type: str = "application/json") -> Behavior:
@@ -233,6 +257,17 @@ def _spec(name: str | None, arguments: Mapping[str, Any] | str | None) -> ToolCa
     return ToolCallSpec(name, json.dumps(dict(arguments), ensure_ascii=False))
 
 
+def _retry_headers(
+    retry_after: float | str | None, retry_after_ms: float | None
+) -> tuple[tuple[str, str], ...]:
+    headers: list[tuple[str, str]] = []
+    if retry_after is not None:
+        headers.append(("Retry-After", retry_after if isinstance(retry_after, str) else f"{retry_after:g}"))
+    if retry_after_ms is not None:
+        headers.append(("retry-after-ms", f"{retry_after_ms:g}"))
+    return tuple(headers)
+
+
 def _check_status(code: int) -> None:
     if not 100 <= code <= 599:
         raise ValueError(f"not an HTTP status code: {code}")
@@ -277,7 +312,7 @@ class BehaviorTable:
                 return behavior
             if self._failures_served[model] < behavior.failures:
                 self._failures_served[model] += 1
-                return Behavior("status", status_code=behavior.status_code)
+                return Behavior("status", status_code=behavior.status_code, headers=behavior.headers)
             return dataclasses.replace(behavior, kind="reply", failures=0)
 
     def restart_counts(self) -> None:

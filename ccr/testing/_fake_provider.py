@@ -384,7 +384,7 @@ class FakeProvider:
             error = (
                 shapes.ccr_error(model, code, detail) if anthropic else shapes.upstream_error(code, detail)
             )
-            await respond.send_json(code, error)
+            await respond.send_json(code, error, headers=dict(behavior.headers) or None)
             return
         if kind == "delay":
             await asyncio.sleep(behavior.seconds)  # the behaviour is a delay; stop() cancels it
