@@ -29,6 +29,7 @@ in plain dicts keyed by the label tuple (``.labels()`` takes a lock and validate
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -312,8 +313,7 @@ class PrometheusHook(Exporter):
         metrics.requests[(result.provider or "none", task, status)].inc()
         # An attempt followed by one on another target is a fallback away from its provider
         # (a retry, or a failover to another endpoint, stays on the same target).
-        attempts = result.attempts
-        for attempt, following in zip(attempts, attempts[1:], strict=False):
+        for attempt, following in itertools.pairwise(result.attempts):
             if following.target != attempt.target:
                 reason = attempt.error_type or attempt.outcome.value
                 metrics.fallbacks[(split_target(attempt.target)[0], reason)].inc()
