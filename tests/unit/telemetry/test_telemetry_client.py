@@ -53,12 +53,15 @@ def spans():
 
 
 REQUEST = {"workspace_id": WORKSPACE, "task": "code_review", "prompt": "secret prompt text", "max_tokens": 16}
-OBSERVABILITY_DOC = Path(__file__).parents[2] / "docs" / "observability.md"
+OBSERVABILITY_DOC = Path(__file__).parents[3] / "docs" / "observability.md"
 
 
 async def route_once(fake, registry, tracer_provider):
     async with CCRClient(
-        CCRSettings(url=fake.url, retries=0), policy=POLICY, registry=registry, tracer_provider=tracer_provider
+        CCRSettings(url=fake.url, retries=0),
+        policy=POLICY,
+        registry=registry,
+        tracer_provider=tracer_provider,
     ) as client:
         return await client.route_request(REQUEST)
 
@@ -258,7 +261,10 @@ async def test_a_stream_is_traced_and_measured(fake, spans):
     registry = CollectorRegistry()
     async with (
         CCRClient(
-            CCRSettings(url=fake.url, retries=0), policy=POLICY, registry=registry, tracer_provider=tracer_provider
+            CCRSettings(url=fake.url, retries=0),
+            policy=POLICY,
+            registry=registry,
+            tracer_provider=tracer_provider,
         ) as client,
         client.stream(REQUEST) as stream,
     ):

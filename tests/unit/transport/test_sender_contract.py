@@ -598,7 +598,9 @@ async def test_aiohttp_sender_is_bound_to_its_event_loop(fp):
 
         def other_loop() -> None:
             try:
-                asyncio.run(client._sender.post_messages(client.settings.endpoints()[0], b"{}", {}, 1.0, Delivery()))
+                asyncio.run(
+                    client._sender.post_messages(client.settings.endpoints()[0], b"{}", {}, 1.0, Delivery())
+                )
             except BaseException as exc:
                 errors.append(exc)
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 import ccr
 from ccr import CCRSettings
 
-REFERENCE = Path(__file__).parents[2] / "docs" / "reference"
+REFERENCE = Path(__file__).parents[3] / "docs" / "reference"
 INVALID = "not a valid value!"
 
 

@@ -1,0 +1,1 @@
+"""The per-target circuit breaker (``ccr/_breaker.py``)."""

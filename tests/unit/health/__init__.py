@@ -1,0 +1,1 @@
+"""Health checks, startup validation and the monitor (``ccr/_health.py``)."""

@@ -1,0 +1,1 @@
+"""The Messages API shapes in and out (``ccr/_messages.py``)."""

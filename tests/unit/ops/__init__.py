@@ -1,0 +1,1 @@
+"""verify and loadtest (``ccr/ops/``), built on the public API only."""

@@ -1,0 +1,1 @@
+"""No planted secret leaves the library (``ccr/_redact.py``; marker ``secrets``)."""

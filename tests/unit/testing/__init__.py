@@ -1,0 +1,1 @@
+"""The shipped harness (``ccr/testing/``): fake provider, reply shapes, HTTP server, lifecycle, tokens."""
