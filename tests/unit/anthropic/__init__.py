@@ -1,1 +1,0 @@
-"""client.anthropic() and SyncCCRClient: the anthropic SDK on this client's request path."""
