@@ -1,0 +1,1 @@
+"""The chain walk (``ccr/_fallback.py``, ``_endpoints.py``): retries before fallback, CCR failover."""
