@@ -91,6 +91,7 @@ from ccr._streaming import (
     TextDelta,
     ThinkingDelta,
 )
+from ccr._sync import SyncCCRClient
 from ccr._telemetry import MetricsServer, default_hooks, metrics_app, serve_metrics, traced
 from ccr._version import __version__
 
@@ -180,6 +181,7 @@ __all__ = [
     "StreamEvent",
     "StreamInterrupted",
     "StreamInterruption",
+    "SyncCCRClient",
     "SystemClock",
     "TextBlock",
     "TextDelta",

@@ -77,6 +77,7 @@ PINNED = [
     "StreamEvent",
     "StreamInterrupted",
     "StreamInterruption",
+    "SyncCCRClient",
     "SystemClock",
     "TextBlock",
     "TextDelta",

@@ -1,0 +1,1 @@
+"""client.anthropic() and SyncCCRClient: the anthropic SDK on this client's request path."""
