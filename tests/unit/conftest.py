@@ -1,4 +1,7 @@
-"""Shared unit-test helpers: a scriptable fake CCR behind httpx2.MockTransport."""
+"""Shared unit-test helpers: a scriptable fake CCR behind httpx2.MockTransport; the property marker.
+
+Fixtures of one area live in that area's folder; this file holds the cross-area ones.
+"""
 
 from __future__ import annotations
 
@@ -66,6 +69,14 @@ class FakeCCR:
         if behaviour == "no_usage":
             del reply["usage"]
         return httpx2.Response(200, json=reply)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every hypothesis test is a ``property`` test, wherever it lives (``pytest -m property``)."""
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ import pytest
 from ccr.cli import main
 from ccr.testing import free_port
 
+pytestmark = pytest.mark.hostile
+
 SECRET = "sk-planted-hostile-5a5a5a"
 PASSWORD = "pw-planted-hostile-7b7b"
 
@@ -226,3 +228,12 @@ def test_real_process_prints_one_line_and_the_code(argv, env, code):
     assert output.count("\n") == 1, output
     assert "Traceback" not in output
     assert_no_secret(output)
+
+
+def test_cli_route_rejects_a_hostile_workspace_naming_the_field(capsys):
+    """`ccr-client route` with a glob in the workspace exits 2 with one line, no traceback."""
+    code = main(["route", "--workspace", "a*b", "--prompt", "hi", "--url", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "workspace_id" in err
+    assert "Traceback" not in err

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import fakeredis
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -34,6 +35,8 @@ from ccr import CCRSettings, FakeClock, MemoryQuotaStore, QuotaStatus, RedisQuot
 from ccr._events import QuotaWarned
 from ccr._quota import QuotaManager, Reservation
 from ccr._quota._manager import KEY_MARGIN
+
+pytestmark = pytest.mark.property
 
 _T = TypeVar("_T")
 

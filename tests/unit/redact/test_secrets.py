@@ -28,6 +28,8 @@ from ccr import CCRClient, CCRError, CCRSettings, ConfigurationError, ErrorCode,
 from ccr.cli import main
 from ccr.testing import free_port
 
+pytestmark = pytest.mark.secrets
+
 CCR_KEY = "sk-planted-CCR-KEY-4242"
 PROVIDER_KEY = "sk-planted-PROVIDER-9191"
 PLAIN_PROVIDER_KEY = "AIzaPlantedPlainProviderKey5151"  # not key-shaped: must be learned

@@ -18,6 +18,8 @@ from ccr import Complexity, RouteDecision, RouteRequest, RoutingPolicy, Workspac
 from ccr._models import split_target
 from ccr._routing import decide
 
+pytestmark = pytest.mark.property
+
 PROPERTY_SETTINGS = settings(
     max_examples=150,
     deadline=None,
