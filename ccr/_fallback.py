@@ -3,8 +3,9 @@
 The order of decisions for one target of the chain (docs/routing.md has the table):
 
 1. **Endpoint failover.** The attempt goes to the first CCR endpoint that is up
-   (``_endpoints``); one that cannot be reached is marked down and the *same* target is
-   tried on the next endpoint. Every endpoint unreachable: ``ccr_unavailable``.
+   (``_endpoints``); one that cannot be reached, or that dropped the connection
+   mid-request (it went away), is marked down and the *same* target is tried on the next
+   endpoint. Every endpoint unreachable: ``ccr_unavailable``.
 2. **Retry.** A 429, 503 or 529, or a connection dropped before any answer, is retried
    on the same target up to ``retries`` times, with jittered exponential backoff or the
    answer's ``Retry-After`` / ``retry-after-ms`` (clamped to ``retry_max_wait``). A wait
@@ -213,7 +214,9 @@ class _Walk:
         breaker = call.breaker
         provider, model = split_target(target)
         unreachable: list[tuple[Endpoint, Reply]] = []
-        for endpoint in call.endpoints.candidates():
+        candidates = call.endpoints.candidates()
+        last_endpoint = candidates[-1]
+        for endpoint in candidates:
             left = self.left()
             if left <= 0:
                 return self.deadline()
@@ -238,6 +241,11 @@ class _Walk:
             if reply.verdict is Verdict.UNREACHABLE:
                 call.endpoints.mark_down(endpoint)
                 unreachable.append((endpoint, reply))
+                continue
+            if reply.verdict is Verdict.FALL_BACK_UNBLAMED and endpoint is not last_endpoint:
+                # The connection dropped: that CCR went away mid-request (a restart, a
+                # crash). Another endpoint may serve the same target.
+                call.endpoints.mark_down(endpoint)
                 continue
             call.endpoints.mark_up(endpoint)
             match reply.verdict:

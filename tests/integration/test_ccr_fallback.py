@@ -82,13 +82,14 @@ async def test_no_fallback_on_bad_request(ccr_client, ccr_workspace, fake_provid
 
 
 async def test_fallback_chain_exhaustion(ccr_client, ccr_workspace, fake_provider, local_only):
-    """When every target fails, all attempts are reported and error is all_targets_failed."""
+    """Every target failing: every try is reported (a 503 is retried once), all_targets_failed."""
     fake_provider.set_behavior("mid", Behavior.status(503))
     fake_provider.set_behavior("mid-b", Behavior.status(503))
     result = await route(ccr_client, ccr_workspace)
     assert not result.success
     assert result.error is ErrorCode.ALL_TARGETS_FAILED
-    assert [a.target for a in result.attempts] == ["up,mid", "backup,mid-b"]
+    assert [a.target for a in result.attempts] == ["up,mid", "up,mid", "backup,mid-b", "backup,mid-b"]
+    assert [a.wait_ms > 0 for a in result.attempts] == [False, True, False, True]
     assert result.fallback_attempts == ["backup,mid-b"]
 
 

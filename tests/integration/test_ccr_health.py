@@ -92,7 +92,8 @@ async def test_breaker_opens_after_repeated_503s_then_half_opens(
 
     clock = FakeClock()
     fake_provider.set_behavior("mid", Behavior.status(503))
-    async with CCRClient(ccr_settings, policy=LOCAL_POLICY, hooks=[], clock=clock) as client:
+    settings = ccr_settings.model_copy(update={"retries": 0})  # one failure per request
+    async with CCRClient(settings, policy=LOCAL_POLICY, hooks=[], clock=clock) as client:
         request = {"workspace_id": ccr_workspace, "prompt": "ping", "max_tokens": 8}
         for _ in range(3):
             assert (await client.route_request(request)).model == "backup,mid-b"

@@ -90,8 +90,9 @@ def test_threshold_failure_exits_1(connection, capsys):
     assert "PASS error rate 0.00%" in out
 
 
-def test_fallbacks_are_reported(connection, fake_provider, local_only, capsys):
+def test_fallbacks_are_reported(connection, fake_provider, local_only, capsys, monkeypatch):
     """With the first target answering 503, every request falls back and none fails."""
+    monkeypatch.setenv("CCR_RETRIES", "0")  # fallback at once: the plan's latency thresholds hold
     fake_provider.set_behavior("mid", Behavior.status(503))
     code, out, _ = loadtest(
         capsys, *connection, "--requests", "20", "--concurrency", "4", "--complexity", "standard", "--json"
