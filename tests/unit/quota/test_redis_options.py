@@ -1,4 +1,5 @@
-"""How RedisQuotaStore.from_url sets up TLS: checks on, on every supported redis-py.
+"""How RedisQuotaStore.from_url builds its client: fail-fast timeouts, one retry, cluster
+schemes, and TLS checks on, on every supported redis-py.
 
 Nothing connects here; the handshakes themselves are tested against a real redis-server
 behind a TLS proxy in tests/integration/test_quota_redis_tls.py.
@@ -11,6 +12,7 @@ from typing import Any
 import certifi
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from ccr import CCRSettings
 from ccr._quota import RedisQuotaStore, store_from_settings
@@ -77,3 +79,32 @@ async def test_settings_reach_the_store():
     assert options["ssl_ca_certs"] == CA
     assert options["ssl_cert_reqs"] == "required"
     assert options["ssl_check_hostname"] is True
+
+
+def test_from_url_builds_a_plain_client_that_fails_fast() -> None:
+    """redis:// gives a Redis client with the given timeouts and a single (safe) retry."""
+    store = RedisQuotaStore.from_url("redis://127.0.0.1:1/0", timeout=0.25)
+    client = store.client
+    assert isinstance(client, Redis)
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 0.25
+    assert kwargs["socket_connect_timeout"] == 0.25
+    assert kwargs["retry"].get_retries() == 1
+
+
+@pytest.mark.parametrize("scheme", ["redis+cluster", "rediss+cluster"])
+def test_from_url_builds_a_cluster_client_for_cluster_schemes(scheme: str) -> None:
+    """redis+cluster:// (and rediss+cluster:// for TLS) gives a RedisCluster, one retry."""
+    store = RedisQuotaStore.from_url(f"{scheme}://127.0.0.1:1", timeout=0.25)
+    client = store.client
+    assert isinstance(client, RedisCluster)
+    assert client.retry.get_retries() == 1
+    assert client.connection_kwargs["socket_timeout"] == 0.25
+    assert client.connection_kwargs["socket_connect_timeout"] == 0.25
+
+
+def test_cluster_tls_scheme_turns_on_tls() -> None:
+    """rediss+cluster:// connects with TLS."""
+    client = RedisQuotaStore.from_url("rediss+cluster://127.0.0.1:1").client
+    assert isinstance(client, RedisCluster)
+    assert client.connection_kwargs["connection_class"].__name__ == "SSLConnection"
