@@ -35,7 +35,7 @@ from ccr._endpoints import EndpointSet
 from ccr._errors import ErrorCode
 from ccr._events import AttemptEnded, AttemptSkipped, AttemptStarted, Emitter, FirstChunk, Route
 from ccr._http import Endpoint
-from ccr._models import Attempt, AttemptOutcome, RouteRequest, split_target, trusted
+from ccr._models import OPTIONAL_BODY_FIELDS, Attempt, AttemptOutcome, RouteRequest, split_target, trusted
 from ccr._transport import RETRY_STATUSES, Delivery, Reply, Verdict
 
 
@@ -81,19 +81,6 @@ class ChainCall:
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-_OPTIONAL_FIELDS = (
-    "system",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop_sequences",
-    "tools",
-    "tool_choice",
-    "thinking",
-    "metadata",
-)
-
-
 def request_body_tail(request: RouteRequest, *, stream: bool = False) -> bytes:
     """Serialise the request once; each attempt only splices in its model.
 
@@ -105,7 +92,7 @@ def request_body_tail(request: RouteRequest, *, stream: bool = False) -> bytes:
         "messages": request.anthropic_messages(),
         "stream": stream,
     }
-    for name in _OPTIONAL_FIELDS:
+    for name in OPTIONAL_BODY_FIELDS:
         value = getattr(request, name)
         if value is not None:
             body[name] = value

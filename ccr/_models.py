@@ -175,24 +175,20 @@ _RESERVED_HEADERS = frozenset(
     {"x-api-key", "authorization", "content-type", "content-length", "transfer-encoding", "host"}
 )
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
-# Body fields a request sets through its own fields (so extra_body cannot override them).
-_BODY_FIELDS = frozenset(
-    {
-        "model",
-        "messages",
-        "stream",
-        "system",
-        "max_tokens",
-        "temperature",
-        "tools",
-        "tool_choice",
-        "thinking",
-        "stop_sequences",
-        "top_p",
-        "top_k",
-        "metadata",
-    }
+OPTIONAL_BODY_FIELDS = (
+    "system",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "metadata",
 )
+"""Messages API body fields a ``RouteRequest`` has a field of its own for (sent when set)."""
+# Body fields a request sets through its own fields (so extra_body cannot override them).
+_BODY_FIELDS = frozenset({"model", "messages", "stream", "max_tokens", *OPTIONAL_BODY_FIELDS})
 
 
 def _check_headers(headers: dict[str, str]) -> dict[str, str]:
