@@ -1,5 +1,5 @@
 """The anthropic SDK through client.anthropic() on a live CCR (1.0.73, and 2.0.0 with
---ccr-version) and real Redis: fallback, quotas, pinned targets, streams, tools, one attempt
+--ccr-version), both senders, and real Redis: fallback, quotas, pinned targets, streams, tools, one attempt
 per target, header-driven callers, pydantic-ai, the sync facade, bad input refused first."""
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ TOOLS = [
 ]
 
 
-@pytest.fixture
-def settings(ccr_settings):
-    """One try per target (no per-target retry), so attempts can be counted at the provider."""
+@pytest.fixture(params=["httpx", "aiohttp"])
+def settings(request, ccr_settings):
+    """Both senders; one try per target (no per-target retry), so attempts can be counted upstream."""
     extra = {"retries": 0} if "retries" in CCRSettings.model_fields else {}
-    return ccr_settings.model_copy(update={"daily_token_limit": 1_000_000, **extra})
+    return ccr_settings.model_copy(
+        update={"transport": request.param, "daily_token_limit": 1_000_000, **extra}
+    )
 
 
 @pytest.fixture
