@@ -45,7 +45,13 @@ from pydantic import ValidationError
 
 from ccr._errors import ConfigurationError, ErrorCode, StreamInterrupted
 from ccr._http import ccr_headers
-from ccr._models import Complexity, RouteRequest, validate_task, validate_workspace_id
+from ccr._models import (
+    OPTIONAL_BODY_FIELDS,
+    Complexity,
+    RouteRequest,
+    validate_task,
+    validate_workspace_id,
+)
 from ccr._streaming import (
     ContentBlockDelta,
     ContentBlockStart,
@@ -120,19 +126,7 @@ _DROPPED_HEADERS = frozenset(
 )
 
 # Body fields that have a field of their own in RouteRequest; the rest go to extra_body.
-_MODELLED_FIELDS = (
-    "messages",
-    "max_tokens",
-    "system",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop_sequences",
-    "tools",
-    "tool_choice",
-    "thinking",
-    "metadata",
-)
+_MODELLED_FIELDS = ("messages", "max_tokens", *OPTIONAL_BODY_FIELDS)
 _SKIPPED_FIELDS = frozenset({"model", "stream", *_MODELLED_FIELDS})
 
 # Where a RouteRequest field came from, as the SDK user wrote it.
