@@ -1,14 +1,21 @@
-"""Both senders, one behaviour table: the aiohttp sender must route and fall back like httpx.
+"""The Sender contract: both senders (``HttpxSender``, ``AiohttpSender``) behave alike.
 
-Every table test runs twice (``transport`` = httpx, aiohttp) through ``CCRClient`` against
-real loopback servers: ``FakeProvider`` (an Anthropic-shaped fake CCR), a raw TCP server
-for answers that are not HTTP, and a TLS server with a certificate made by ``openssl``.
+Every test runs once per sender (``transport`` = httpx, aiohttp) against real loopback
+servers: ``FakeProvider`` (an Anthropic-shaped fake CCR), a raw TCP server for answers that
+are not HTTP, and a TLS server with a certificate made by ``openssl``. Two levels:
+
+- through ``CCRClient``, the behaviour table: what the chain makes of each answer and
+  failure, cancellation and the pool, headers and body, TLS, ``client.stream()``;
+- the sender itself (``post_messages`` and ``open_stream`` with a ``Delivery``): the
+  classified ``Reply`` of every answer and failure, ``Delivery.written``, cancellation,
+  and streamed bodies read to the end, cut by CCR, or closed early.
+
+The aiohttp sender's own life cycle (closing, its event loop, the extra): test_aiohttp_sender.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import gzip
 import json
 import os
@@ -16,9 +23,6 @@ import re
 import shutil
 import ssl
 import subprocess
-import sys
-import threading
-import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -27,30 +31,17 @@ import httpx2
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
 
-from ccr import (
-    AttemptOutcome,
-    CCRClient,
-    CCRSettings,
-    ConfigurationError,
-    ErrorCode,
-    HealthStatus,
-    RoutingPolicy,
-)
+from ccr import AttemptOutcome, CCRClient, CCRSettings, ErrorCode, RoutingPolicy
 from ccr._events import AttemptEnded, AttemptStarted, Event
-from ccr._transport import Delivery, HttpxSender
+from ccr._http import ccr_headers
+from ccr._redact import Redactor
+from ccr._transport import Body, BodyBroken, Delivery, HttpxSender, Reply, Verdict
 from ccr.testing import Behavior, FakeProvider, free_port
 
 POLICY = RoutingPolicy(chains={"standard": ["up,a", "backup,b"]})
 REQ = {"workspace_id": "acme", "prompt": "Review this diff", "max_tokens": 64}
 TRANSPORTS = ["httpx", "aiohttp"]
-
-
-@pytest.fixture
-async def fp() -> AsyncIterator[FakeProvider]:
-    async with FakeProvider() as provider:
-        yield provider
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -560,105 +551,348 @@ async def test_verify_tls_off_accepts_any_certificate(make, tls_url):
     assert result.success, result.attempts
 
 
-# --- the aiohttp sender's own life cycle ---------------------------------------------------------
+# --- the sender itself: post_messages and open_stream, with a Delivery ------------------------
 
 
-def aiohttp_client(url: str, **settings: Any) -> CCRClient:
-    return CCRClient(CCRSettings(url=url, transport="aiohttp", **settings), policy=POLICY, hooks=[])
+def content(model: str = "up,a", *, stream: bool = False) -> bytes:
+    """The body of one attempt, as the chain sends it."""
+    messages = [{"role": "user", "content": "Review this diff"}]
+    return json.dumps({"model": model, "max_tokens": 16, "messages": messages, "stream": stream}).encode()
 
 
-async def test_aiohttp_close_leaves_no_unclosed_resources(fp):
-    """After aclose, no session, connector or transport is left to warn at collection."""
-    client = aiohttp_client(fp.url)
-    results = await asyncio.gather(*(client.route_request(REQ) for _ in range(8)))
-    assert all(r.success for r in results)
-    await client.aclose()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        del client, results
-        gc.collect()
-    assert [str(w.message) for w in caught] == []
+async def post(
+    client: CCRClient, model: str = "up,a", *, timeout: float = 5.0, delivery: Delivery | None = None
+) -> tuple[Reply, Delivery]:
+    """One attempt straight through the client's sender, to the client's first endpoint."""
+    delivery = delivery or Delivery()
+    endpoint, headers = client.settings.endpoints()[0], ccr_headers(client.settings)
+    reply = await client._sender.post_messages(endpoint, content(model), headers, timeout, delivery)
+    return reply, delivery
 
 
-async def test_aiohttp_close_is_idempotent_and_final(fp):
-    """aclose before any request and twice is fine; sending after it raises, as with httpx."""
-    client = aiohttp_client(fp.url)
-    await client.aclose()
-    await client.aclose()
-    with pytest.raises(RuntimeError, match="closed"):
-        await client._sender.post_messages(client.settings.endpoints()[0], b"{}", {}, 1.0, Delivery())
+async def open_stream(
+    client: CCRClient, model: str = "up,a", *, delivery: Delivery | None = None
+) -> tuple[Reply | Body, Delivery]:
+    """One streaming attempt straight through the client's sender: a Body on a 2xx, else a Reply."""
+    delivery = delivery or Delivery()
+    endpoint, headers = client.settings.endpoints()[0], ccr_headers(client.settings)
+    opened = await client._sender.open_stream(endpoint, content(model, stream=True), headers, delivery)
+    return opened, delivery
 
 
-async def test_aiohttp_sender_is_bound_to_its_event_loop(fp):
-    """Using the session from a second event loop is a clear error, not a hang."""
-    client = aiohttp_client(fp.url)
-    try:
-        assert (await client.route_request(REQ)).success
-        errors: list[BaseException] = []
-
-        def other_loop() -> None:
-            try:
-                asyncio.run(
-                    client._sender.post_messages(client.settings.endpoints()[0], b"{}", {}, 1.0, Delivery())
-                )
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=other_loop)
-        thread.start()
-        await asyncio.to_thread(thread.join)
-        assert len(errors) == 1
-        assert isinstance(errors[0], RuntimeError)
-        assert "event loop" in str(errors[0])
-    finally:
-        await client.aclose()
+async def served_again(client: CCRClient, fp: FakeProvider) -> bool:
+    """The pool still serves: a plain answer comes back (on a client of one connection, the slot
+    of whatever came before was given back)."""
+    fp.set_behavior("up,a", Behavior.reply())
+    reply, _ = await post(client)
+    return reply.verdict is Verdict.SUCCESS
 
 
-async def test_injected_httpx_client_keeps_httpx(fp):
-    """An injected httpx client means httpx, whatever the transport setting says."""
-    async with httpx2.AsyncClient() as http:
-        client = CCRClient(
-            CCRSettings(url=fp.url, transport="aiohttp"), policy=POLICY, http_client=http, hooks=[]
-        )
-        assert isinstance(client._sender, HttpxSender)
-        assert (await client.route_request(REQ)).success
-        await client.aclose()
+FALL_BACK, STOP, SUCCESS = Verdict.FALL_BACK, Verdict.STOP, Verdict.SUCCESS
+INVALID, UNAUTHORIZED = ErrorCode.INVALID_REQUEST, ErrorCode.UNAUTHORIZED
+ANSWERS = {
+    # name: (behaviour, verdict, status, error_type, stop_code)
+    "200": (Behavior.reply(), SUCCESS, 200, None, None),
+    "400": (Behavior.status(400), STOP, 400, "http_400", INVALID),
+    "422": (Behavior.status(422), STOP, 422, "http_422", INVALID),
+    "401": (Behavior.status(401), STOP, 401, "http_401", UNAUTHORIZED),
+    "403": (Behavior.status(403), STOP, 403, "http_403", UNAUTHORIZED),
+    "307": (Behavior.raw(307, ""), STOP, 307, "http_307", INVALID),
+    **{
+        str(code): (Behavior.status(code), FALL_BACK, code, f"http_{code}", None)
+        for code in (404, 408, 409, 425, 429, 500, 502, 503, 529)
+    },
+    "200-not-json": (Behavior.raw(200, "not json", "text/plain"), FALL_BACK, 200, "invalid_response", None),
+    "200-no-content-list": (Behavior.raw(200, '{"content": "x"}'), FALL_BACK, 200, "invalid_response", None),
+    "200-error-body": (Behavior.raw(200, '{"error": {"message": "up"}}'), FALL_BACK, 200, "error_body", None),
+}
 
 
-async def test_health_check_stays_on_httpx(fp):
-    """Health checks use the httpx client with either transport."""
-    async with aiohttp_client(fp.url) as client:
-        report = await client.health_check()
-    assert report.status is HealthStatus.HEALTHY, report.error
-
-
-# --- settings, extra and imports ----------------------------------------------------------------
-
-
-def test_transport_setting_from_environment(monkeypatch):
-    """CCR_TRANSPORT selects the sender; anything but httpx/aiohttp is refused."""
-    assert CCRSettings().transport == "httpx"
-    monkeypatch.setenv("CCR_TRANSPORT", "aiohttp")
-    assert CCRSettings().transport == "aiohttp"
-    with pytest.raises(ValidationError, match="transport"):
-        CCRSettings(transport="requests")
-
-
-def test_missing_aiohttp_is_a_configuration_error(monkeypatch):
-    """Without the extra, asking for the aiohttp transport fails at construction, saying how to fix it."""
-    monkeypatch.setitem(sys.modules, "aiohttp", None)
-    monkeypatch.delitem(sys.modules, "ccr._transport_aiohttp", raising=False)
-    with pytest.raises(ConfigurationError, match=re.escape("pip install 'ccr-client[aiohttp]'")):
-        CCRClient(CCRSettings(transport="aiohttp"), policy=POLICY, hooks=[])
-    CCRClient(CCRSettings(), policy=POLICY, hooks=[])  # the default needs no aiohttp
-
-
-def test_import_ccr_does_not_import_aiohttp():
-    """`import ccr` (and a default client) never imports aiohttp."""
-    code = (
-        "import sys, ccr\n"
-        "ccr.CCRClient(ccr.CCRSettings(), policy=ccr.RoutingPolicy(chains={'standard': ['a,b']}), hooks=[])\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'yarl', 'multidict'))\n"
-        "assert not loaded and 'ccr._transport_aiohttp' not in sys.modules, loaded\n"
+@pytest.mark.parametrize("name", list(ANSWERS))
+async def test_every_answer_is_classified_alike(make, fp, name):
+    """Each HTTP answer gives one verdict, status, error type and stop code, whatever the sender."""
+    behavior, verdict, status, error_type, stop_code = ANSWERS[name]
+    fp.set_behavior("up,a", behavior)
+    reply, delivery = await post(make())
+    assert (reply.verdict, reply.status_code, reply.error_type, reply.stop_code) == (
+        verdict,
+        status,
+        error_type,
+        stop_code,
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env={"PATH": ""})
+    assert reply.outcome is (AttemptOutcome.SUCCESS if verdict is SUCCESS else AttemptOutcome.ERROR)
+    assert reply.before_answer is False
+    assert delivery.written
+    if verdict is SUCCESS:
+        assert reply.content == "ok from a"
+        assert reply.usage is not None
+        assert reply.usage.output_tokens == 5
+
+
+@pytest.mark.parametrize(
+    ("behavior", "seconds"),
+    [
+        (Behavior.status(503, retry_after=2), 2.0),
+        (Behavior.status(429, retry_after_ms=1500), 1.5),
+        (Behavior.status(529, retry_after=3, retry_after_ms=250), 0.25),
+        (Behavior.status(500, retry_after=2), None),
+    ],
+    ids=["503-seconds", "429-ms", "529-ms-wins", "500-not-read"],
+)
+async def test_retry_after_is_read_alike(make, fp, behavior, seconds):
+    """retry-after-ms, else Retry-After, is read on 429, 503 and 529 only, by either sender."""
+    fp.set_behavior("up,a", behavior)
+    reply, _ = await post(make())
+    assert reply.retry_after == seconds
+
+
+async def test_a_closed_port_is_unreachable_and_never_written(make):
+    """Connection refused: UNREACHABLE connect_error, no status, and the request was never written."""
+    reply, delivery = await post(make(url=f"http://127.0.0.1:{free_port()}"))
+    assert (reply.verdict, reply.error_type, reply.status_code) == (
+        Verdict.UNREACHABLE,
+        "connect_error",
+        None,
+    )
+    assert reply.exception is not None
+    assert not delivery.written
+
+
+async def test_an_unresolvable_host_is_unreachable_and_never_written(make):
+    """A name that does not resolve (.invalid, RFC 2606): UNREACHABLE connect_error, nothing written."""
+    reply, delivery = await post(make(url="http://ccr-client-test.invalid:3456"))
+    assert (reply.verdict, reply.error_type) == (Verdict.UNREACHABLE, "connect_error")
+    assert not delivery.written
+
+
+async def test_a_connect_that_never_completes_is_a_connect_timeout(make, fp):
+    """TLS to a plain-HTTP port never finishes its handshake: UNREACHABLE connect_timeout, not written."""
+    reply, delivery = await post(make(url=f"https://127.0.0.1:{fp.port}", connect_timeout=0.3))
+    assert (reply.verdict, reply.error_type) == (Verdict.UNREACHABLE, "connect_timeout")
+    assert reply.latency_ms < 2000
+    assert not delivery.written
+
+
+async def test_a_drop_before_any_answer_falls_back_unblamed(make, fp):
+    """Closed after the request, before an answer: connection_dropped, unblamed, before_answer, written."""
+    fp.set_behavior("up,a", Behavior.drop())
+    reply, delivery = await post(make())
+    assert (reply.verdict, reply.error_type, reply.before_answer) == (
+        Verdict.FALL_BACK_UNBLAMED,
+        "connection_dropped",
+        True,
+    )
+    assert delivery.written
+
+
+async def test_no_answer_in_time_is_a_timeout(make, fp):
+    """A hang past the attempt's bound: a timeout that falls back, outcome TIMEOUT, the request written."""
+    fp.set_behavior("up,a", Behavior.hang())
+    reply, delivery = await post(make(), timeout=0.3)
+    assert (reply.verdict, reply.error_type, reply.outcome) == (FALL_BACK, "timeout", AttemptOutcome.TIMEOUT)
+    assert 250 <= reply.latency_ms < 2000
+    assert delivery.written
+
+
+@pytest.mark.parametrize(
+    ("answer", "before_answer"),
+    [
+        (b"FOO BAR\r\n\r\n", True),
+        (b"", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{}", False),
+    ],
+    ids=["status-line", "nothing", "truncated-body"],
+)
+async def test_an_answer_that_is_not_http_is_a_dropped_connection(make, answer, before_answer):
+    """Garbage or nothing instead of headers, or a body cut short: connection_dropped; before_answer
+    tells the two apart (only the first is worth a retry)."""
+    async with RawServer(answer) as server:
+        reply, delivery = await post(make(url=server.url))
+    assert (reply.verdict, reply.error_type) == (Verdict.FALL_BACK_UNBLAMED, "connection_dropped")
+    assert reply.before_answer is before_answer
+    assert delivery.written
+
+
+async def test_a_cancelled_attempt_was_written_leaves_no_task_and_frees_its_slot(make, fp):
+    """Cancelled while CCR holds the request: CancelledError, written, nothing of ours running,
+    and the one connection serves the next attempt."""
+    client = make(max_connections=1)
+    fp.set_behavior("up,a", Behavior.hang())
+    delivery = Delivery()
+    attempt = asyncio.create_task(post(client, timeout=30.0, delivery=delivery))
+    await fp.wait_for_calls("up,a", 1)
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    assert delivery.written
+    assert tasks_of_ours() == set()
+    assert await served_again(client, fp)
+
+
+async def test_an_attempt_cancelled_waiting_for_a_slot_was_never_written(make, fp):
+    """Cancelled while the only connection is busy: nothing reached CCR, and written stays false."""
+    client = make(max_connections=1)
+    fp.set_behavior("up,a", Behavior.hang())
+    holder_delivery = Delivery()
+    holder = asyncio.create_task(post(client, timeout=30.0, delivery=holder_delivery))
+    await fp.wait_for_calls("up,a", 1)
+    waiting = Delivery()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(post(client, timeout=30.0, delivery=waiting), timeout=0.2)
+    assert not waiting.written
+    assert holder_delivery.written
+    assert fp.calls["up,a"] == 1
+    holder.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+    assert tasks_of_ours() == set()
+
+
+async def test_a_transport_that_cannot_tell_counts_the_request_as_written():
+    """HttpxSender over a transport without httpcore2's trace (MockTransport) assumes CCR got it."""
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(lambda request: httpx2.Response(503)))
+    settings = CCRSettings(url="http://ccr.test")
+    delivery = Delivery()
+    sender = HttpxSender(http, Redactor(settings.secrets()))
+    reply = await sender.post_messages(
+        settings.endpoints()[0], content(), ccr_headers(settings), 1.0, delivery
+    )
+    await http.aclose()
+    assert reply.error_type == "http_503"
+    assert delivery.written
+
+
+# --- streams: open_stream -----------------------------------------------------------------------
+
+
+async def test_open_stream_gives_a_body_read_to_its_end(make, fp):
+    """A 2xx opens a Body whose chunks are the answer's SSE, message_start to message_stop; the
+    connection read to its end goes back to the pool."""
+    client = make(max_connections=1)
+    opened, delivery = await open_stream(client)
+    assert not isinstance(opened, Reply)
+    data = b"".join([chunk async for chunk in opened.chunks()]).decode()
+    await opened.aclose()
+    await opened.aclose()  # closing twice is harmless
+    assert delivery.written
+    assert data.index("event: message_start") < data.index("event: content_block_delta")
+    assert data.rstrip().endswith('event: message_stop\ndata: {"type": "message_stop"}')
+    assert '"text": "ok"' in data  # one token per delta: "ok", " from", " a"
+    assert tasks_of_ours() == set()
+    assert await served_again(client, fp)
+
+
+STREAM_ANSWERS = {name: ANSWERS[name] for name in ("400", "401", "404", "429", "500", "503", "529")} | {
+    "500-html": (Behavior.raw(500, "<html>boom</html>", "text/html"), FALL_BACK, 500, "http_500", None)
+}
+
+
+@pytest.mark.parametrize("name", list(STREAM_ANSWERS))
+async def test_open_stream_classifies_a_failed_answer_alike(make, fp, name):
+    """A non-2xx answer to a stream is the same classified Reply on both senders; its slot comes back."""
+    behavior, verdict, status, error_type, stop_code = STREAM_ANSWERS[name]
+    client = make(max_connections=1)
+    fp.set_behavior("up,a", behavior)
+    opened, delivery = await open_stream(client)
+    assert isinstance(opened, Reply)
+    assert (opened.verdict, opened.status_code, opened.error_type, opened.stop_code) == (
+        verdict,
+        status,
+        error_type,
+        stop_code,
+    )
+    assert delivery.written
+    assert await served_again(client, fp)
+
+
+async def test_open_stream_on_a_closed_port_is_unreachable_and_never_written(make):
+    """Connection refused when opening a stream: UNREACHABLE connect_error, nothing written."""
+    opened, delivery = await open_stream(make(url=f"http://127.0.0.1:{free_port()}"))
+    assert isinstance(opened, Reply)
+    assert (opened.verdict, opened.error_type) == (Verdict.UNREACHABLE, "connect_error")
+    assert not delivery.written
+
+
+async def test_open_stream_on_a_drop_is_a_dropped_connection_before_any_answer(make, fp):
+    """The stream's request read and the connection closed: connection_dropped, before_answer, written."""
+    client = make(max_connections=1)
+    fp.set_behavior("up,a", Behavior.drop())
+    opened, delivery = await open_stream(client)
+    assert isinstance(opened, Reply)
+    assert (opened.verdict, opened.error_type, opened.before_answer) == (
+        Verdict.FALL_BACK_UNBLAMED,
+        "connection_dropped",
+        True,
+    )
+    assert delivery.written
+    assert await served_again(client, fp)
+
+
+@pytest.mark.parametrize("answer", [b"FOO BAR\r\n\r\n", b""], ids=["status-line", "nothing"])
+async def test_open_stream_on_an_answer_that_is_not_http_is_a_dropped_connection(make, answer):
+    """Garbage or nothing instead of a stream's headers: connection_dropped before any answer."""
+    async with RawServer(answer) as server:
+        opened, _ = await open_stream(make(url=server.url))
+    assert isinstance(opened, Reply)
+    assert (opened.error_type, opened.before_answer) == ("connection_dropped", True)
+
+
+async def test_a_stream_cut_by_ccr_raises_body_broken(make, fp):
+    """The connection closing mid-stream: chunks() raises BodyBroken connection_dropped after the
+    chunks that came; the slot comes back once the body is closed."""
+    client = make(max_connections=1)
+    fp.set_behavior("up,a", Behavior.stream_drop(2))
+    opened, _ = await open_stream(client)
+    assert not isinstance(opened, Reply)
+    received: list[bytes] = []
+
+    async def read_to_the_end() -> None:
+        async for chunk in opened.chunks():
+            received.append(chunk)
+
+    with pytest.raises(BodyBroken) as info:
+        await read_to_the_end()
+    await opened.aclose()
+    assert info.value.error_type == "connection_dropped"
+    assert b"event: message_start" in b"".join(received)
+    assert await served_again(client, fp)
+
+
+async def test_closing_a_stream_early_frees_its_slot_and_leaves_no_task(make, fp):
+    """aclose() on a stream CCR stalled: the connection is closed, nothing of ours keeps running,
+    and the one connection serves the next attempt."""
+    client = make(max_connections=1)
+    fp.set_behavior("up,a", Behavior.stream_stall(1))
+    opened, _ = await open_stream(client)
+    assert not isinstance(opened, Reply)
+    chunks = opened.chunks()
+    assert await anext(chunks)
+    await fp.wait_for_stalls(1)
+    await chunks.aclose()
+    await opened.aclose()
+    assert tasks_of_ours() == set()
+    assert await served_again(client, fp)
+
+
+async def test_cancelling_open_stream_was_written_and_frees_its_slot(make, fp):
+    """Cancelled while CCR holds a stream's request: CancelledError, written, no task, the slot free."""
+    client = make(max_connections=1)
+    fp.set_behavior("up,a", Behavior.hang())
+    delivery = Delivery()
+    opening = asyncio.create_task(open_stream(client, delivery=delivery))
+    await fp.wait_for_calls("up,a", 1)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    assert delivery.written
+    assert tasks_of_ours() == set()
+    assert await served_again(client, fp)
+
+
+async def test_client_stream_falls_back_before_the_first_event(make, fp):
+    """client.stream() on either sender: a 503 before any event falls back, and the text streams whole."""
+    fp.set_behavior("up,a", Behavior.status(503))
+    async with make().stream(REQ) as stream:
+        text = "".join([piece async for piece in stream.text_stream])
+    assert text == "ok from b"
+    assert fp.calls["up,a"] == 1
