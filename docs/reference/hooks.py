@@ -6,7 +6,7 @@
   variables (``CCR_<FIELD>``, or the field's aliases such as ``REDIS_URL``), its type and
   bounds, its default and what it does. A setting added to the model shows up without
   anyone editing a page; a setting with no description fails the unit tests
-  (tests/unit/test_docs_reference.py).
+  (tests/unit/api/test_docs_reference.py).
 * Every name in ``ccr.__all__`` must have its ``::: ccr.<name>`` block on a reference
   page, or the build stops and names the missing ones.
 
