@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RUN = ROOT / "benchmarks" / "run.py"
 
 pytestmark = pytest.mark.skipif(not RUN.exists(), reason="benchmarks/ is not in this tree")
