@@ -106,8 +106,10 @@ async def test_a_stream_is_incremental_and_falls_back_before_its_first_token(
 async def test_an_interrupted_stream_is_the_sdks_stream_error(
     client, ccr_workspace, fake_provider, local_only
 ):
-    """A drop after two tokens: APIStatusError stream_interrupted while reading, never resumed elsewhere."""
-    fake_provider.set_behavior("mid", Behavior.stream_drop(after=2, text=STORY))
+    """An upstream error after two tokens: APIStatusError stream_interrupted while reading, not resumed."""
+    # An error event, not a dropped connection: through CCR a drop may cut the stream before its
+    # first token reaches the client, which is then a fallback (the unit tests cover the drop).
+    fake_provider.set_behavior("mid", Behavior.stream_error(after=2, text=STORY))
     seen: list[str] = []
 
     async def read(events) -> None:
@@ -119,6 +121,7 @@ async def test_an_interrupted_stream_is_the_sdks_stream_error(
         with pytest.raises(anthropic.APIStatusError) as caught:
             await read(events)
     assert caught.value.error_code == "stream_interrupted"
+    assert caught.value.body["error"]["details"]["reason"] == "stream_error_event"
     assert "".join(seen).split() == ["one", "two"]
     assert dict(fake_provider.calls) == {"mid": 1}
 
