@@ -201,7 +201,6 @@ class RoutingTransport(httpx2.AsyncBaseTransport):
     def __init__(self, client: CCRClient, caller: Caller) -> None:
         self._client = client
         self._caller = caller
-        self._count_url = primary_url(client) + "/v1/messages/count_tokens"
         self._ccr_headers = ccr_headers(client.settings)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -312,7 +311,9 @@ class RoutingTransport(httpx2.AsyncBaseTransport):
         headers = {**self._ccr_headers, **route.headers}
         try:
             async with asyncio.timeout(client.settings.attempt_timeout):
-                answer = await client._http.post(self._count_url, content=content, headers=headers)
+                # The endpoint attempts would use now: the first one up.
+                where = client._endpoints.candidates()[0].url + "/v1/messages/count_tokens"
+                answer = await client._http.post(where, content=content, headers=headers)
         except TimeoutError:
             return _error_response(request, 504, "CCR did not answer count_tokens in time", "timeout")
         except httpx2.HTTPError as exc:
@@ -505,8 +506,8 @@ _ON_LOOP = (
 
 
 def primary_url(client: CCRClient) -> str:
-    """CCR's (first) URL: the SDK's base URL (never contacted) and where count_tokens goes."""
-    return client.settings.url.split(",")[0].strip().rstrip("/")
+    """CCR's first URL: the SDK's base URL (never contacted: the transport answers)."""
+    return client.settings.endpoints()[0].url
 
 
 def _sdk() -> None:
