@@ -704,8 +704,7 @@ async def test_no_answer_in_time_is_a_timeout(make, fp):
     ids=["status-line", "nothing", "truncated-body"],
 )
 async def test_an_answer_that_is_not_http_is_a_dropped_connection(make, answer, before_answer):
-    """Garbage or nothing instead of headers, or a body cut short: connection_dropped; before_answer
-    tells the two apart (only the first is worth a retry)."""
+    """Garbage, nothing, or a body cut short: connection_dropped; before_answer tells which."""
     async with RawServer(answer) as server:
         reply, delivery = await post(make(url=server.url))
     assert (reply.verdict, reply.error_type) == (Verdict.FALL_BACK_UNBLAMED, "connection_dropped")
@@ -714,8 +713,7 @@ async def test_an_answer_that_is_not_http_is_a_dropped_connection(make, answer, 
 
 
 async def test_a_cancelled_attempt_was_written_leaves_no_task_and_frees_its_slot(make, fp):
-    """Cancelled while CCR holds the request: CancelledError, written, nothing of ours running,
-    and the one connection serves the next attempt."""
+    """Cancelled while CCR holds the request: written, no task of ours, the one connection free."""
     client = make(max_connections=1)
     fp.set_behavior("up,a", Behavior.hang())
     delivery = Delivery()
@@ -766,8 +764,7 @@ async def test_a_transport_that_cannot_tell_counts_the_request_as_written():
 
 
 async def test_open_stream_gives_a_body_read_to_its_end(make, fp):
-    """A 2xx opens a Body whose chunks are the answer's SSE, message_start to message_stop; the
-    connection read to its end goes back to the pool."""
+    """A 2xx opens a Body: the whole SSE, message_start to message_stop; then the pool serves again."""
     client = make(max_connections=1)
     opened, delivery = await open_stream(client)
     assert not isinstance(opened, Reply)
@@ -838,8 +835,7 @@ async def test_open_stream_on_an_answer_that_is_not_http_is_a_dropped_connection
 
 
 async def test_a_stream_cut_by_ccr_raises_body_broken(make, fp):
-    """The connection closing mid-stream: chunks() raises BodyBroken connection_dropped after the
-    chunks that came; the slot comes back once the body is closed."""
+    """CCR closing mid-stream: chunks() raises BodyBroken connection_dropped; closing frees the slot."""
     client = make(max_connections=1)
     fp.set_behavior("up,a", Behavior.stream_drop(2))
     opened, _ = await open_stream(client)
@@ -859,8 +855,7 @@ async def test_a_stream_cut_by_ccr_raises_body_broken(make, fp):
 
 
 async def test_closing_a_stream_early_frees_its_slot_and_leaves_no_task(make, fp):
-    """aclose() on a stream CCR stalled: the connection is closed, nothing of ours keeps running,
-    and the one connection serves the next attempt."""
+    """aclose() on a stream CCR stalled: no task of ours left, and the one connection serves again."""
     client = make(max_connections=1)
     fp.set_behavior("up,a", Behavior.stream_stall(1))
     opened, _ = await open_stream(client)
