@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,10 +72,9 @@ def fake() -> Iterator[FakeProvider]:
         thread.close()
 
 
-@pytest.fixture
-def ccr(fake: FakeProvider) -> Iterator[LiveCCR]:
-    """A private CCR 1.0.73 whose providers ``up`` and ``backup`` are the fake."""
-    live = LiveCCR.for_fake(
+def _live_ccr(fake: FakeProvider) -> LiveCCR:
+    """A private CCR 1.0.73 (not started) whose providers ``up`` and ``backup`` are the fake."""
+    return LiveCCR.for_fake(
         fake,
         models=UP_MODELS,
         extra_providers=[
@@ -86,6 +86,12 @@ def ccr(fake: FakeProvider) -> Iterator[LiveCCR]:
             }
         ],
     )
+
+
+@pytest.fixture
+def ccr(fake: FakeProvider) -> Iterator[LiveCCR]:
+    """A private CCR 1.0.73 whose providers ``up`` and ``backup`` are the fake."""
+    live = _live_ccr(fake)
     try:
         live.start_sync()
     except (HarnessError, OSError) as exc:
@@ -94,6 +100,24 @@ def ccr(fake: FakeProvider) -> Iterator[LiveCCR]:
         yield live
     finally:
         live.stop_sync()
+
+
+@pytest.fixture
+def ccr_trio(fake: FakeProvider) -> Iterator[tuple[LiveCCR, LiveCCR, LiveCCR]]:
+    """Three private CCRs on the same fake (one private HOME and port each), started side
+    by side in threads; every one is stopped by pid at the end, whatever the test did."""
+    trio = (_live_ccr(fake), _live_ccr(fake), _live_ccr(fake))
+    try:
+        with ThreadPoolExecutor(len(trio)) as pool:
+            for started in [pool.submit(live.start_sync) for live in trio]:
+                try:
+                    started.result()
+                except (HarnessError, OSError) as exc:
+                    _unavailable("CCR", exc)
+        yield trio
+    finally:
+        for live in trio:
+            live.stop_sync()
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ class StepProbe:
         self.aims: dict[int, tuple[str, float]] = {}
         self.accepted: dict[int, bool] = {}
         self.attempts: Counter[str] = Counter()  # how each attempt a caller waited for ended
+        self.retries = 0  # attempts that were a retry (a drop or a 503 would cause one)
         self._tasks: dict[int, asyncio.Task | None] = {}
 
     def __call__(self, event: Event) -> None:
@@ -70,7 +71,8 @@ class StepProbe:
                 self._tasks[route.request.context["call"]] = asyncio.current_task()
             case QuotaStepStarted(route=route, op=op):
                 self._enter(route.request.context["call"], op)
-            case AttemptStarted(route=route):
+            case AttemptStarted(route=route, retry=retry):
+                self.retries += retry > 0
                 self._enter(route.request.context["call"], "call")
             case AttemptEnded(attempt=attempt):
                 self.attempts[attempt.error_type or "ok"] += 1
@@ -272,6 +274,7 @@ async def test_cancellation_storm(chaos, fake, ccr, redis_server, workspace, rep
             "cancelled_at_step": cancelled_at,
             "unexpected_exceptions": unexpected,
             "attempts_ended": probe.attempts,
+            "attempts_retried": probe.retries,
             "swallowed_cancellations": len(swallowed),
             "swallowed_outside_settle": sum(probe.step.get(c) != "settle" for c in swallowed),
             "wait_for_results": len(late_ms),

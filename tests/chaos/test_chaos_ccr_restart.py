@@ -5,6 +5,12 @@
 ``ccr_unavailable``, the same client must serve again after the restart, and the quota
 must count exactly the successful calls with nothing left reserved. It runs once per
 sender (reports ``ccr_killed_and_restarted`` for httpx, ``..._aiohttp`` for aiohttp).
+
+It keeps the default retries (1): a call in flight at the kill loses its connection
+before any answer, which is retried once on the same target after the first backoff
+(0.5 s + up to 0.25 s jitter), finds CCR gone and ends ``ccr_unavailable``; a drop after
+CCR began to answer is not retried and falls back to the next target, which finds CCR
+gone too. A refused connection is never retried (every target shares that dead hop).
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ WORKERS = 16
 DURATION = 14.0
 KILL_AT, RESTART_AT = 4.0, 8.0
 ATTEMPT_TIMEOUT = 2.0
-#: Loop lag on a loaded 2-core box; an outage call that hung would take ATTEMPT_TIMEOUT.
+#: Loop lag on a loaded 2-core box, and the retry's backoff (at most 0.75 s) of a call in
+#: flight at the kill; an outage call that hung would take ATTEMPT_TIMEOUT.
 MARGIN = 1.0
+#: The first retry waits 0.5 s plus up to 0.25 s of jitter (tenacity's exponential jitter).
+BACKOFF = (0.5, 0.75)
 
 
 @pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
@@ -67,6 +76,17 @@ async def test_ccr_killed_and_restarted(chaos, fake, ccr, redis_server, workspac
     # How each failed call walked the chain: the error type of each of its attempts.
     walks = Counter(" > ".join(str(a.error_type) for a in s.result.attempts) for s in failures)
     dropped = [s for s in failures if any(a.error_type == "connection_dropped" for a in s.result.attempts)]
+    # After a drop: a retry of the same target (before any answer) or the next target.
+    after_drop = Counter(
+        "retried" if s.result.attempts[1].target == s.result.attempts[0].target else "fell_back"
+        for s in dropped
+        if len(s.result.attempts) > 1
+    )
+    retry_waits = [
+        s.result.attempts[1].wait_ms / 1000.0
+        for s in dropped
+        if len(s.result.attempts) > 1 and s.result.attempts[1].target == s.result.attempts[0].target
+    ]
     expected_tokens = chaos.usage_of(samples)
     report(
         chaos.scenario("ccr_killed_and_restarted", transport),
@@ -82,6 +102,11 @@ async def test_ccr_killed_and_restarted(chaos, fake, ccr, redis_server, workspac
             "outage_requests": len(outage),
             "in_flight_at_kill_failed": sum(not s.ok for s in samples if s.started < marks["killed"]),
             "failed_call_attempts": walks,
+            "after_a_drop": after_drop,
+            "retry_wait_ms": [
+                chaos.ms(min(retry_waits, default=0.0)),
+                chaos.ms(max(retry_waits, default=0.0)),
+            ],
             "failure_latency_max_ms": chaos.ms(max((s.latency for s in failures), default=0.0)),
             "failure_latency_p50_ms": chaos.ms(chaos.percentile([s.latency for s in failures], 50)),
             "failure_latency_bound_ms": chaos.ms(ATTEMPT_TIMEOUT + MARGIN),
@@ -100,22 +125,28 @@ async def test_ccr_killed_and_restarted(chaos, fake, ccr, redis_server, workspac
     # The outage: every call fails, with ccr_unavailable, fast.
     assert outage, "no call ran entirely inside the outage"
     assert all(not s.ok and s.result.error is ErrorCode.CCR_UNAVAILABLE for s in outage)
-    # Calls in flight at the kill saw their connection drop; the next target then finds
-    # CCR gone (ccr_unavailable) or drops too on a pooled connection not yet known to be
-    # dead (all_targets_failed). Nothing else fails, and nothing fails slowly.
+    # Calls in flight at the kill saw their connection drop; the retry (or the next
+    # target) then finds CCR gone (ccr_unavailable) or drops too on a pooled connection
+    # not yet known to be dead (all_targets_failed). Nothing else fails, and nothing fails
+    # slowly (the retry's backoff included).
     assert {s.result.error for s in failures} <= {ErrorCode.CCR_UNAVAILABLE, ErrorCode.ALL_TARGETS_FAILED}
     assert all(
         s.started < marks["killed"] for s in failures if s.result.error is ErrorCode.ALL_TARGETS_FAILED
     )
     assert max(s.latency for s in failures) < ATTEMPT_TIMEOUT + MARGIN
-    # Attempt by attempt: a connection CCR dropped mid-request is `connection_dropped` and
-    # falls back; a refused connect is `connect_error`, which ends the call at once
-    # (ccr_unavailable); nothing else. Only calls in flight at the kill see a drop.
+    # Attempt by attempt: a connection CCR dropped mid-request is `connection_dropped`,
+    # retried after the backoff when no answer had begun, else a fall back; a refused
+    # connect is `connect_error`, which ends the call at once (ccr_unavailable); nothing
+    # else. Only calls in flight at the kill see a drop.
     attempt_errors = {a.error_type for s in failures for a in s.result.attempts}
     assert attempt_errors <= {"connection_dropped", "connect_error"}, walks
     assert dropped, f"no call was in flight at the kill: {walks}"
     assert all(s.started < marks["killed"] for s in dropped), walks
-    assert all(len(s.result.attempts) > 1 for s in dropped), f"a drop did not fall back: {walks}"
+    assert all(len(s.result.attempts) > 1 for s in dropped), f"a drop was not retried nor fell back: {walks}"
+    assert all(
+        s.result.attempts[1].target == chaos.fallback or s.result.attempts[1].wait_ms > 0 for s in dropped
+    ), walks
+    assert all(BACKOFF[0] <= w <= BACKOFF[1] + 0.01 for w in retry_waits), retry_waits
     assert all(
         s.result.attempts[-1].error_type == "connect_error"
         for s in failures

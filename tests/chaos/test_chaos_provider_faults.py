@@ -7,6 +7,22 @@ replies again. The breaker must open, traffic must move to
 the fallback with no failed call, the failing target must get at most one trial per
 cooldown window (counted by the client and at the fake provider), and a trial after
 the recovery must close the breaker so traffic comes back.
+
+Three runs:
+
+* ``http_503`` with ``retries=0``: the breaker alone, as before retries existed (a retry
+  of a 503 would blur what the breaker lets through);
+* ``http_503_retried`` with the default retries (1): a 503 is tried twice before the
+  chain falls back, so a request may bring two failures, the breaker may open after two
+  requests, and the calls in flight when it opens may still retry once (at most one
+  straggler per worker at the fake provider, as before). First tries after the opening
+  are the breaker's trials and keep the one-per-cooldown rule. Retries themselves ignore
+  the breaker (a retry of a failed half-open trial goes out with the circuit open again),
+  which contradicts "circuit open: skip it, no network call" (docs/routing.md): this run
+  is marked xfail for that bug, raised last and as its own exception, so every other
+  check still fails the test normally;
+* ``hang`` with the default retries: a timeout is not retried, so the default
+  configuration behaves as the breaker alone.
 """
 
 from __future__ import annotations
@@ -15,6 +31,7 @@ import asyncio
 import itertools
 import math
 import time
+from collections import Counter
 
 import pytest
 
@@ -37,10 +54,32 @@ PRIMARY_DELAY = 0.2
 #: Two clock readings of one allow() call differ by microseconds; this absorbs them.
 CLOCK_SLACK = 0.01
 
+#: fault -> (the fake provider's behaviour, the client's retries; None: the default).
 FAULTS = {
-    "http_503": lambda: Behavior.status(503),
-    "hang": Behavior.hang,
+    "http_503": (lambda: Behavior.status(503), 0),
+    "http_503_retried": (lambda: Behavior.status(503), None),
+    "hang": (Behavior.hang, None),
 }
+
+
+class RetryIntoAnOpenCircuit(AssertionError):
+    """A retry went to the primary while its circuit was open or its one trial was out."""
+
+
+PARAMS = [
+    "http_503",
+    pytest.param(
+        "http_503_retried",
+        marks=pytest.mark.xfail(
+            raises=RetryIntoAnOpenCircuit,
+            strict=True,
+            reason="known bug: a retry does not ask the breaker, so it reaches a target whose "
+            "circuit is open (the retry of a failed half-open trial, and retries of tries that "
+            "failed just before the opening)",
+        ),
+    ),
+    "hang",
+]
 
 
 class BreakerProbe:
@@ -49,7 +88,9 @@ class BreakerProbe:
 
     def __init__(self, target: str, model: str, fake) -> None:
         self.target, self.model, self.fake = target, model, fake
-        self.starts: list[float] = []
+        self.starts: list[float] = []  # first tries of the target
+        self.retries: list[tuple[float, BreakerState]] = []  # retries, and the state they met
+        self.state = BreakerState.CLOSED
         self.transitions: list[tuple[float, BreakerState, int]] = []
         self.opened = asyncio.Event()
         self.closed = asyncio.Event()
@@ -58,13 +99,16 @@ class BreakerProbe:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, AttemptStarted):
-            if event.target == self.target:
+            if event.target == self.target and event.retry:
+                self.retries.append((time.monotonic(), self.state))
+            elif event.target == self.target:
                 self.starts.append(time.monotonic())
             return
         assert isinstance(event, BreakerChanged)
         target, state = event.target, event.state
         if target != self.target:
             return
+        self.state = state
         self.transitions.append((time.monotonic(), state, self.fake.calls[self.model]))
         if state is BreakerState.OPEN:
             self.opened.set()
@@ -78,11 +122,12 @@ class BreakerProbe:
         return next(t for t in reversed(self.transitions) if t[1] is state)
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize("fault", PARAMS)
 async def test_primary_fails_then_recovers(chaos, fake, ccr, redis_server, workspace, report, fault):
     """The breaker opens, fallback serves, trials stay within one per cooldown, recovery closes it."""
     model = chaos.primary.split(",", 1)[1]  # CCR strips the provider: the fake sees "mid"
     probe = BreakerProbe(chaos.primary, model, fake)
+    behavior, retries = FAULTS[fault]
     settings = CCRSettings(
         url=ccr.url,
         redis_url=redis_server.url,
@@ -90,7 +135,9 @@ async def test_primary_fails_then_recovers(chaos, fake, ccr, redis_server, works
         deadline=5.0,
         breaker_failure_threshold=THRESHOLD,
         breaker_cooldown=COOLDOWN,
+        **({} if retries is None else {"retries": retries}),
     )
+    retries = settings.retries
     fake.set_behavior(model, Behavior.delay(PRIMARY_DELAY))
     client = CCRClient(settings, policy=chaos.policy, hooks=[probe])
     body = chaos.request(workspace)
@@ -101,7 +148,7 @@ async def test_primary_fails_then_recovers(chaos, fake, ccr, redis_server, works
     async def faults(timeline):
         await timeline.at(FAULT_AT)
         timeline.mark("fault")
-        fake.set_behavior(model, FAULTS[fault]())
+        fake.set_behavior(model, behavior())
         async with asyncio.timeout(open_within):
             await probe.opened.wait()
         timeline.mark("opened")
@@ -124,7 +171,16 @@ async def test_primary_fails_then_recovers(chaos, fake, ccr, redis_server, works
     t_open, _, calls_at_open = probe.first(BreakerState.OPEN)
     t_trial, _, calls_at_first_trial = probe.first(BreakerState.HALF_OPEN)
     t_closed, _, calls_at_closed = probe.last(BreakerState.CLOSED)
+    # After the opening, a first try of the primary is a trial the breaker allowed.
     trials = [t for t in probe.starts if t_open <= t < t_closed]
+    # Retries the breaker was not asked about: sent with the circuit open or a trial out.
+    retries_while_open = [(t, st) for t, st in probe.retries if st is not BreakerState.CLOSED]
+    sent_after_first_trial = sum(t_trial <= t < t_closed for t in probe.starts) + sum(
+        t_trial <= t < t_closed for t, _ in probe.retries
+    )
+    primary_tries = [
+        sum(a.target == chaos.primary for a in s.result.attempts) for s in run.samples if s.result
+    ]
     gaps = [b - a for a, b in itertools.pairwise(trials)]
     allowed = math.floor((t_closed - t_open) / COOLDOWN) + 1
 
@@ -139,6 +195,7 @@ async def test_primary_fails_then_recovers(chaos, fake, ccr, redis_server, works
         f"primary_{fault}_then_recovers",
         {
             "workers": WORKERS,
+            "retries": retries,
             "duration_s": run.duration,
             "cooldown_s": COOLDOWN,
             "fault_at_s": run.marks["fault"],
@@ -158,6 +215,10 @@ async def test_primary_fails_then_recovers(chaos, fake, ccr, redis_server, works
             "trial_gap_min_s": min(gaps, default=None),
             "fake_calls_open_to_first_trial": calls_at_first_trial - calls_at_open,
             "fake_calls_first_trial_to_closed": calls_at_closed - calls_at_first_trial,
+            "requests_by_primary_tries": Counter(primary_tries),
+            "retries_on_primary": len(probe.retries),
+            "retries_while_open": Counter(st.value for _, st in retries_while_open),
+            "retries_while_open_at_s": [round(rel(t), 2) for t, _ in retries_while_open],
             "after_close_requests": len(after_close),
             "after_close_via_primary": sum(s.ok and s.result.model == chaos.primary for s in after_close),
             "final_state": final_state.value,
@@ -175,9 +236,15 @@ async def test_primary_fails_then_recovers(chaos, fake, ccr, redis_server, works
     assert all(gap >= COOLDOWN - CLOCK_SLACK for gap in gaps), gaps
     assert len(trials) <= allowed
     # The same at the fake provider: what was in flight when it opened (one per worker at
-    # most) before the first trial, then nothing but the trials.
+    # most: with a retry, a call's first try was counted before the opening and only its
+    # retry after) before the first trial, then nothing but what the client sent: the
+    # trials (and, with retries, the retries the breaker was not asked about).
     assert calls_at_first_trial - calls_at_open <= WORKERS
-    assert calls_at_closed - calls_at_first_trial <= allowed
+    assert calls_at_closed - calls_at_first_trial <= sent_after_first_trial
+    assert calls_at_closed - calls_at_first_trial <= allowed + len(retries_while_open)
+    # A request tries the primary at most 1 + retries times; with retries, some did twice.
+    assert max(primary_tries) <= 1 + retries
+    assert (max(primary_tries) == 2) == (retries > 0 and fault != "hang"), Counter(primary_tries)
     assert t_trial - t_open >= COOLDOWN - CLOCK_SLACK
     # Recovery: a trial closed it, and the primary serves again.
     assert rel(t_closed) >= run.marks["recover"]
@@ -185,3 +252,11 @@ async def test_primary_fails_then_recovers(chaos, fake, ccr, redis_server, works
     assert any(s.ok and s.result.model == chaos.primary for s in after_close)
     assert status.reserved == 0
     assert status.used_today == chaos.usage_of(samples)
+    # Last, and as its own exception (the xfail of http_503_retried names it): an open
+    # circuit means no network call, retries included.
+    if retries_while_open:
+        raise RetryIntoAnOpenCircuit(
+            f"{len(retries_while_open)} retries sent to {chaos.primary} with its circuit not closed, at "
+            f"{[f'{rel(t):.2f}s {st.value}' for t, st in retries_while_open]}; transitions "
+            f"{[f'{rel(t):.2f}s {st.value}' for t, st, _ in probe.transitions]}"
+        )
