@@ -262,11 +262,18 @@ class _Walk:
         planned = [0.0]
         tries = [0]
 
+        last: list[_Try | ChainOutcome] = [first]
+
         async def attempt() -> _Try | ChainOutcome:
             if seeded:
                 return seeded.pop()
+            if not call.breaker.allow(target):
+                # The target's circuit opened during the wait (other calls saw it fail):
+                # no retry into an open circuit, the chain falls back instead.
+                raise _CircuitOpen
             tries[0] += 1
-            return await self.on_endpoints(index, target, limit, retry=tries[0], wait=planned[0])
+            last[0] = await self.on_endpoints(index, target, limit, retry=tries[0], wait=planned[0])
+            return last[0]
 
         def wait(state: Any) -> float:
             result = state.outcome.result()
@@ -292,7 +299,10 @@ class _Walk:
             sleep=call.sleep,
             retry_error_callback=_last_result,
         )
-        result: _Try | ChainOutcome = await retrying(attempt)
+        try:
+            result: _Try | ChainOutcome = await retrying(attempt)
+        except _CircuitOpen:
+            return last[0]
         return result
 
     def outcome(self, **fields: Any) -> ChainOutcome:
@@ -311,6 +321,10 @@ class _Walk:
         return self.outcome(
             error=ErrorCode.ALL_TARGETS_FAILED, error_message=f"all {targets} target(s) failed{detail}"
         )
+
+
+class _CircuitOpen(Exception):
+    """A retry found its target's circuit open."""
 
 
 def _last_result(state: Any) -> Any:

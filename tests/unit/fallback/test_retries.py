@@ -197,3 +197,19 @@ async def test_retries_and_endpoints_are_counted(fake_ccr, clock):
     labels = {"endpoint": "ccr.test:80", "outcome": "error"}
     assert registry.get_sample_value("ccr_endpoint_attempts_total", labels) == 1
     assert registry.get_sample_value("ccr_endpoint_attempts_total", {**labels, "outcome": "success"}) == 1
+
+
+async def test_a_retry_never_goes_into_an_open_circuit(make_client, fake_ccr, clock):
+    """If the target's circuit opened during the backoff, the chain falls back instead of retrying."""
+    client = make_client(retries=1, breaker_failure_threshold=1)
+
+    def busy_and_open(request):
+        # Another caller's failure opens the circuit while this one waits for its retry.
+        client._breaker.force_open("up,mid")
+        return status(503)(request)
+
+    fake_ccr.set("up,mid", busy_and_open)
+    result = await client.route_request(REQ)
+    assert result.model == "backup,mid"
+    assert fake_ccr.calls["up,mid"] == 1
+    assert [a.target for a in result.attempts] == ["up,mid", "backup,mid"]
