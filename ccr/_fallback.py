@@ -229,12 +229,14 @@ class _Walk:
                 call.endpoints.mark_down(endpoint)
                 unreachable.append((endpoint, reply))
                 continue
-            if reply.verdict is Verdict.FALL_BACK_UNBLAMED and endpoint is not last_endpoint:
+            if reply.verdict is Verdict.FALL_BACK_UNBLAMED and len(candidates) > 1:
                 # The connection dropped: that CCR went away mid-request (a restart, a
                 # crash). Another endpoint may serve the same target.
                 call.endpoints.mark_down(endpoint)
-                continue
-            call.endpoints.mark_up(endpoint)
+                if endpoint is not last_endpoint:
+                    continue
+            else:
+                call.endpoints.mark_up(endpoint)
             match reply.verdict:
                 case Verdict.SUCCESS | Verdict.STOP:
                     breaker.record_success(target, since=sent_at)  # it answered
