@@ -2,8 +2,9 @@
 
 Starts a fake provider and a real CCR on free loopback ports (CCR is installed from
 npm on first use into a user cache), routes a low, a standard and a high request,
-shows a fallback past a failing target and a quota warning, then stops everything.
-No Redis or config needed: the quota lives in memory.
+shows a fallback past a failing target, a streamed answer (with a fallback before its
+first token, and what happens to a stream that breaks after it) and a quota warning,
+then stops everything. No Redis or config needed: the quota lives in memory.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ import asyncio
 import re
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
+from ccr._errors import StreamInterrupted
 from ccr._models import QuotaStatus, RouteResult
 from ccr.cli._common import BadInput, IsolatedSettings, one_line
 
+if TYPE_CHECKING:
+    from ccr._client import CCRClient
+
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]{0,40}")
+STREAM_TEXT = "Streaming hands over each word as soon as CCR forwards it."
+TOKEN_DELAY = 0.08  # seconds between the streamed words: slow enough to watch, about 1 s an answer
 
 DEMO_POLICY = {
     "chains": {
@@ -45,8 +53,8 @@ def check_ccr_version(version: str | None) -> None:
         raise BadInput(f"--ccr-version: {version[:40]!r} is not a version like 1.0.73")
 
 
-def _say(text: str = "") -> None:
-    print(text, flush=True)
+def _say(text: str = "", end: str = "\n") -> None:
+    print(text, end=end, flush=True)
 
 
 def _line(label: str, result: RouteResult) -> None:
@@ -58,6 +66,37 @@ def _line(label: str, result: RouteResult) -> None:
         code = result.error.value if result.error else "error"
         _say(f"  {label:<28} -> FAILED {code}: {result.error_message}")
     _say(f"  {'':<28}    why: {result.routing_reason}")
+
+
+async def _stream(client: CCRClient, label: str, request: dict[str, Any]) -> RouteResult:
+    """Stream one request, printing its text as it arrives, then a line about it."""
+    started = time.perf_counter()
+    first: float | None = None
+    pieces = 0
+    _say(f"  {'':<28}    > ", end="")
+    async with client.stream({"workspace_id": "acme", "max_tokens": 32, **request}) as stream:
+        try:
+            async for text in stream.text_stream:
+                if first is None:
+                    first = time.perf_counter() - started
+                pieces += 1
+                _say(text, end="")
+        except StreamInterrupted as exc:
+            _say()
+            _say(f"  {'':<28}    StreamInterrupted ({exc.reason}) after {exc.partial_text!r}:")
+            _say(f"  {'':<28}    the caller keeps what came and knows that the answer was cut short")
+            return await stream.final_result()
+        result = await stream.final_result()
+    _say()
+    if result.success and first is not None:
+        total = (time.perf_counter() - started) * 1000.0
+        _say(
+            f"  {label:<28} -> {result.model:<11} first text after {first * 1000.0:.0f} ms, "
+            f"{pieces} pieces in {total:.0f} ms"
+        )
+    else:
+        _line(label, result)
+    return result
 
 
 async def _demo(version: str | None) -> int:
@@ -124,6 +163,7 @@ async def _demo(version: str | None) -> int:
                     )
 
                 _say("\n2. Fallback: the provider starts answering 503 for 'big'")
+                _say("  503 means busy: 'big' is tried once more, then the chain moves on to up,mid.")
                 provider.set_behavior("big", Behavior.status(503))
                 result = await client.route_request(
                     {
@@ -138,7 +178,29 @@ async def _demo(version: str | None) -> int:
                     detail = attempt.error_type or "ok"
                     _say(f"  {'':<28}    attempt {attempt.target}: {attempt.outcome.value} ({detail})")
 
-                _say("\n3. Quotas: workspace 'demo' may spend 1,000 tokens a day (its policy entry)")
+                _say("\n3. Streaming: text as it arrives, and a fallback before the first token")
+                _say("  client.stream() walks the chain like route_request, but only up to the first")
+                _say("  piece of text: any failure before it falls back; after it, the stream never")
+                _say("  switches target.")
+                _say(f"  - the provider now sends 'mid' a word every {TOKEN_DELAY:g} s")
+                provider.set_behavior("mid", Behavior.token_delay(TOKEN_DELAY, text=STREAM_TEXT))
+                await _stream(client, "code_review (standard)", {"task": "code_review", "prompt": "Explain"})
+                _say("  - 'big' now breaks its stream with an error event before any text: up,mid answers")
+                provider.set_behavior("big", Behavior.stream_error(after=0))
+                result = await _stream(
+                    client, "architecture_design (high)", {"task": "architecture_design", "prompt": "Design"}
+                )
+                for attempt in result.attempts:
+                    detail = attempt.error_type or "ok"
+                    _say(f"  {'':<28}    attempt {attempt.target}: {attempt.outcome.value} ({detail})")
+                _say("  - 'mid' now breaks off after 3 words: too late to fall back, so the stream says so")
+                broken = Behavior.stream_error(after=3, text=STREAM_TEXT)
+                provider.set_behavior("mid", broken.replace(token_delay_seconds=TOKEN_DELAY))
+                await _stream(client, "code_review (standard)", {"task": "code_review", "prompt": "Explain"})
+                provider.set_behavior("mid", Behavior.reply())
+                provider.set_behavior("big", Behavior.reply())
+
+                _say("\n4. Quotas: workspace 'demo' may spend 1,000 tokens a day (its policy entry)")
                 _say("  Before each call the client reserves an upper bound of the call's tokens (the")
                 _say("  prompt's size in bytes plus max_tokens) and refuses the call if the budget left")
                 _say("  cannot cover it; after the call it counts what CCR reported instead.")

@@ -1,7 +1,9 @@
 """``ccr-client health``: exit 0 healthy, 1 degraded, 2 unhealthy, 3 bad input (UNKNOWN).
 
 Targets the command did not probe (no ``--models``, or listed by CCR's ``/providers``
-but not in the policy) read ``not probed``.
+but not in the policy) read ``not probed``. With several endpoints (``--url A,B`` or a
+comma-separated ``CCR_URL``) each one has a row with its own ``/health`` verdict, and the
+one whose answer (and model probes) the report shows is marked.
 """
 
 from __future__ import annotations
@@ -68,10 +70,18 @@ async def _check(settings: CCRSettings, policy: object, models: bool) -> HealthR
 
 def render(report: HealthReport) -> str:
     latency = f"{report.latency_ms:.0f} ms" if report.latency_ms is not None else "-"
+    several = len(report.endpoints) > 1
+    down = [url for url, status in report.endpoints.items() if status is HealthStatus.UNHEALTHY]
     lines = [
         f"CCR {report.status.value.upper()}  /health {latency}, {report.attempts} attempt(s)"
         + (f", error: {report.error}" if report.error else "")
+        + (f", {len(down)} of {len(report.endpoints)} endpoints unhealthy" if several and down else "")
     ]
+    if several:
+        served = next((url for url in report.endpoints if url not in down), None)
+        for url, verdict in report.endpoints.items():
+            mark = "  (served this report)" if url == served else ""
+            lines.append(f"  endpoint {url:<31} {verdict.value}{mark}")
     for target in report.available_models:
         status = report.model_status.get(target)
         lines.append(f"  {target:<40} {status.value if status else NOT_PROBED}")

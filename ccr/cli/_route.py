@@ -5,6 +5,9 @@ holding any ``RouteRequest`` fields: ``messages`` with content blocks, ``system`
 text or blocks, ``tools``, ``tool_choice``, ``thinking``, ... The flags
 ``--workspace``, ``--task``, ``--complexity``, ``--max-tokens`` and ``--prompt`` win
 over the file's fields.
+
+``--stream`` prints the text as it arrives, then the same summary; a stream that breaks
+after its first text prints what came, then one error line (exit 1).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from ccr._errors import CCRError, StreamInterrupted
 from ccr._events import Event, QuotaStoreFailed, on
 from ccr._models import RouteRequest, RouteResult
 from ccr._settings import CCRSettings
@@ -35,8 +39,10 @@ from ccr.cli._common import (
     settings_from,
     telemetry_hooks,
 )
+from ccr.cli._live import LiveText
 
 if TYPE_CHECKING:
+    from ccr._client import CCRClient
     from ccr._policy import RoutingPolicy
 
 FAILURE_EXIT = 1
@@ -50,7 +56,13 @@ exit codes: 0 the route succeeded, 1 it failed (or CCR could not be reached), 2 
   {"workspace_id": "acme", "system": [{"type": "text", "text": "Be brief."}],
    "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
    "messages": [{"role": "user", "content": "Weather in Paris?"}], "max_tokens": 256}
-The summary (and --json) shows stop_reason and the tool calls the model asked for.
+The summary (and --json) shows stop_reason and the tool calls the model asked for; with
+several endpoints (--url A,B) each attempt names the CCR it went to.
+--stream: the text is printed as it arrives, then the same summary. The chain falls back
+  freely until the first text; a stream that breaks after it prints what came, then one
+  error line, and exits 1 (never continued elsewhere).
+--stream --json: the text goes to stderr as it arrives, and stdout gets only the final
+  result as JSON, after the stream (so `| jq` still reads one object).
 """
 
 
@@ -69,7 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-tokens", type=int, help="max_tokens of the call (default: the file's, else 1024)"
     )
-    parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    parser.add_argument(
+        "--stream", action="store_true", help="print the text as it arrives, then the summary"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the whole result as JSON (with --stream: after the stream, the text on stderr)",
+    )
     add_connection_arguments(parser, redis=True)
 
 
@@ -78,8 +97,13 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy_file(settings)
     request = build_request(args)
     redactor = redactor_for(settings)
+    several = len(settings.endpoints()) > 1
+    live: LiveText | None = None
+    if args.stream:
+        longest = max((len(secret) for secret in settings.secrets()), default=0)
+        live = LiveText(sys.stderr if args.json else sys.stdout, redactor, longest_secret=longest)
     try:
-        outcome = asyncio.run(_route(settings, policy, request))
+        outcome = asyncio.run(_route(settings, policy, request, live))
     except Unavailable as exc:  # printed like any failed route: CCR is down
         message = str(exc)
         if args.json:
@@ -93,14 +117,29 @@ def run(args: argparse.Namespace) -> int:
         payload = result.model_dump(mode="json")
         payload["tool_calls"] = [call.model_dump(mode="json") for call in result.tool_calls]
         print_json(payload, redactor)
-    else:
-        print(redactor.clean(render(result, outcome.store_error), limit=100_000))
+    elif live is None:
+        print(redactor.clean(render(result, outcome.store_error, endpoints=several), limit=100_000))
+    elif outcome.interrupted is None:
+        if live.written:
+            print()  # the text, a blank line, the summary
+        summary = render(result, outcome.store_error, endpoints=several, content=False)
+        print(redactor.clean(summary, limit=100_000))
+    if outcome.interrupted is not None:
+        line = one_line(f"ccr-client: error: {interruption(outcome.interrupted)}")
+        print(redactor.clean(line, limit=2000), file=sys.stderr)
     if args.json and not result.quota_checked:  # the text summary says it already
         print(
             redactor.clean(f"ccr-client: warning: {unchecked_note(result, outcome.store_error)}", limit=2000),
             file=sys.stderr,
         )
     return 0 if result.success else 1
+
+
+def interruption(exc: StreamInterrupted) -> str:
+    """A stream that broke after its first text, in one line: where, after how much, why."""
+    where = f" from {exc.target}" if exc.target else ""
+    reason = f" ({exc.reason})" if exc.reason else ""
+    return f"stream_interrupted{where} after {len(exc.partial_text)} characters of text{reason}: {exc}"
 
 
 def build_request(args: argparse.Namespace) -> RouteRequest:
@@ -163,6 +202,7 @@ def _read_request(name: str) -> dict[str, Any]:
 class Outcome:
     result: RouteResult
     store_error: str | None = None
+    interrupted: StreamInterrupted | None = None
 
 
 @dataclass(slots=True)
@@ -182,7 +222,9 @@ class _StoreErrors:
         return record
 
 
-async def _route(settings: CCRSettings, policy: RoutingPolicy | None, request: RouteRequest) -> Outcome:
+async def _route(
+    settings: CCRSettings, policy: RoutingPolicy | None, request: RouteRequest, live: LiveText | None = None
+) -> Outcome:
     from ccr._client import CCRClient
     from ccr._errors import ConfigurationError
 
@@ -203,10 +245,33 @@ async def _route(settings: CCRSettings, policy: RoutingPolicy | None, request: R
                         "is CCR running, and is --url / CCR_URL right?"
                     ) from None
                 raise BadInput(cli_hint(str(exc))) from None
-        result = await client.route_request(request)
+        interrupted: StreamInterrupted | None = None
+        if live is None:
+            result = await client.route_request(request)
+        else:
+            result, interrupted = await _stream(client, request, live)
     finally:
         await client.aclose()
-    return Outcome(result, errors.seen[0] if errors.seen else None)
+    return Outcome(result, errors.seen[0] if errors.seen else None, interrupted)
+
+
+async def _stream(
+    client: CCRClient, request: RouteRequest, live: LiveText
+) -> tuple[RouteResult, StreamInterrupted | None]:
+    """Print the text as it arrives; the result, and the interruption if the stream broke."""
+    interrupted: StreamInterrupted | None = None
+    async with client.stream(request) as stream:
+        try:
+            async for piece in stream.text_stream:
+                live.feed(piece)
+        except StreamInterrupted as exc:
+            interrupted = exc
+        except CCRError:
+            pass  # no target reached its first event: the failed result says why
+        finally:
+            live.close()
+        result = await stream.final_result()
+    return result, interrupted
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -236,8 +301,14 @@ def unchecked_note(result: RouteResult, store_error: str | None) -> str:
     return note + "; its usage was not recorded"
 
 
-def render(result: RouteResult, store_error: str | None = None) -> str:
-    """A short human summary of a result."""
+def render(
+    result: RouteResult, store_error: str | None = None, *, endpoints: bool = False, content: bool = True
+) -> str:
+    """A short human summary of a result.
+
+    ``endpoints``: name the CCR each attempt went to (when several are configured);
+    ``content``: end with the answer's text (``--stream`` printed it already).
+    """
     lines = []
     if result.success:
         usage = result.usage
@@ -251,6 +322,10 @@ def render(result: RouteResult, store_error: str | None = None) -> str:
     lines.append(f"    why: {result.routing_reason}")
     for attempt in result.attempts:
         parts = [attempt.outcome.value, attempt.error_type, f"{attempt.latency_ms:.0f} ms"]
+        if endpoints and attempt.endpoint:
+            parts.append(f"on {attempt.endpoint}")
+        if attempt.wait_ms > 0:
+            parts.append(f"after a {attempt.wait_ms:.0f} ms wait")
         lines.append(f"    - {attempt.target}: " + " ".join(p for p in parts if p))
     if not result.quota_checked:
         lines.append(f"    {unchecked_note(result, store_error)}")
@@ -265,7 +340,7 @@ def render(result: RouteResult, store_error: str | None = None) -> str:
         if len(arguments) > _TOOL_INPUT_CHARS:
             arguments = arguments[:_TOOL_INPUT_CHARS] + "..."
         lines.append(f"    tool call: {call.name} (id {call.id}) input {arguments}")
-    if result.content:
+    if content and result.content:
         lines.append("")
         lines.append(result.content)
     return "\n".join(lines)

@@ -27,6 +27,9 @@ policy target, one per complexity with a chain, one for the fallback check and o
 the telemetry check. The quota check writes to a scratch workspace
 (ccr-verify-<random>) and removes it afterwards. Every step is time-bounded (about 20 s
 per route at most); nothing is retried.
+
+With several endpoints (--url A,B), reachable names each with its state and fails when
+one is down or refused; the route checks say which endpoint served.
 """
 
 EPILOG = """\

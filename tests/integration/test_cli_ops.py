@@ -139,7 +139,8 @@ def test_quota_status_knows_a_workspace_by_usage_or_override_only(redis_url, ccr
 
 
 def test_demo_explains_its_steps(ccr_version):
-    """The demo explains why usage jumps and "may need up to N", ignoring even broken CCR_* variables."""
+    """The demo explains a retry, a stream (its fallback and a break), why usage jumps and "may need up to N",
+    ignoring even broken CCR_* variables."""
     done = subprocess.run(
         [sys.executable, "-m", "ccr.cli", "demo", "--ccr-version", ccr_version],
         capture_output=True,
@@ -150,6 +151,19 @@ def test_demo_explains_its_steps(ccr_version):
     )
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
+    assert "503 means busy: 'big' is tried once more, then the chain moves on to up,mid." in out
+    steps = [line for line in out.splitlines() if line[:3] in ("1. ", "2. ", "3. ", "4. ")]
+    assert [step[:3] for step in steps] == ["1. ", "2. ", "3. ", "4. "]
+    assert steps[2] == "3. Streaming: text as it arrives, and a fallback before the first token"
+    streamed = [line.strip() for line in out.splitlines() if line.strip().startswith("> ")]
+    assert streamed == [
+        "> Streaming hands over each word as soon as CCR forwards it.",
+        "> Streaming hands over each word as soon as CCR forwards it.",
+        "> Streaming hands over",
+    ]
+    assert "first text after" in out
+    assert "attempt up,big: error (stream_error_event)" in out
+    assert "StreamInterrupted (stream_error_event) after 'Streaming hands over':" in out
     assert "reserves an upper bound of the call's tokens" in out
     assert "set today's usage to 790" in out
     assert "so the warning fired (once per threshold and day)" in out

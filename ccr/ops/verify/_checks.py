@@ -6,13 +6,16 @@ Each check spends at most a few tiny model calls (``max_tokens`` =
 ============== ==================================================== ===================
 check          what it does                                         model calls
 ============== ==================================================== ===================
-reachable      ``/health`` through ``health_check()``               none
+reachable      ``/health`` of every endpoint (``health_check()``)    none
 targets_answer one route pinned to each policy target (``target=``)  one per target
 route_<c>      a route of complexity ``c`` lands on its first target one per chain
 fallback       chain ``[unknown provider, working target]``          one (plus a 404)
 quota          reserve/settle/status on a scratch workspace         none
 telemetry      one route; ``ccr_requests_total`` moved, spans made   one
 ============== ==================================================== ===================
+
+With several CCR endpoints (``url`` a list), ``reachable`` names each with its state
+(every one must be up) and the route checks say which endpoint served.
 
 Every detail string is redacted with :meth:`ccr.CCRClient.redact` (the CCR api key, the
 Redis URL and the provider keys learned from CCR's config never appear).
@@ -34,6 +37,8 @@ from ccr import (
     CCRSettings,
     Complexity,
     ConfigurationError,
+    EndpointState,
+    HealthReport,
     HealthStatus,
     MemoryQuotaStore,
     QuotaStore,
@@ -41,6 +46,7 @@ from ccr import (
     RouteRequest,
     RouteResult,
     RoutingPolicy,
+    default_hooks,
 )
 from ccr.ops.verify._report import CheckResult, CheckStatus, VerifyReport
 
@@ -80,6 +86,8 @@ _DEADLINE = 20.0
 _QUOTA_TIMEOUT = 2.0
 _CHECK_TIMEOUT = 30.0
 
+_NOT_SENT = frozenset({"connect_error", "connect_timeout"})
+"""Attempts that never reached a CCR (an endpoint down): no model call was made."""
 _PROMPT = "Reply with the single word OK."
 _TASK = "ccr-verify"
 _RESERVE_TOKENS = 100
@@ -173,6 +181,8 @@ class _Run:
         self.quota_workspace = f"ccr-verify-{self.suffix}"
         self.route_workspace = f"ccr-verify-{self.suffix}-routes"
         self.reachable = False
+        self.several = len(settings.endpoints()) > 1
+        self.endpoint_states: dict[str, EndpointState] = {}
         self.working: list[str] = []
         self.requests_sent = 0
         self.started_at = datetime.now(UTC)
@@ -182,11 +192,7 @@ class _Run:
 
     async def all(self) -> VerifyReport:
         results = [await self._timed("reachable", self.check_reachable)]
-        if self.reachable and self.policy is None and self.policy_error is None:
-            try:
-                self.policy = await self.client.load_policy()
-            except ConfigurationError as exc:
-                self.policy_error = str(exc)
+        await self._load_policy()  # if the check did not get that far
         steps: list[tuple[str, Check]] = [
             ("targets_answer", self.check_targets),
             *((f"route_{c.value}", self.route_check(c)) for c in Complexity),
@@ -201,7 +207,22 @@ class _Run:
             checks=results,
             requests_sent=self.requests_sent,
             started_at=self.started_at,
+            endpoints=self.endpoint_states,
         )
+
+    async def _load_policy(self) -> None:
+        """Derive the policy from CCR's /api/config when none was given (once, if reachable)."""
+        if self.reachable and self.policy is None and self.policy_error is None:
+            try:
+                self.policy = await self.client.load_policy()
+            except ConfigurationError as exc:
+                self.policy_error = str(exc)
+
+    def served(self, result: RouteResult) -> str:
+        """`` on host:port`` of the endpoint that answered, with several endpoints; else nothing."""
+        if not self.several or not result.attempts or result.attempts[-1].endpoint is None:
+            return ""
+        return f" on {result.attempts[-1].endpoint}"
 
     def clean(self, text: str) -> str:
         """Redact with the settings' secrets and the provider keys CCR's config showed."""
@@ -253,19 +274,21 @@ class _Run:
             **fields,
         )
         result = await client.route_request(request)
-        self.requests_sent += sum(a.outcome is not AttemptOutcome.SKIPPED for a in result.attempts)
+        self.requests_sent += sum(
+            a.outcome is not AttemptOutcome.SKIPPED and a.error_type not in _NOT_SENT for a in result.attempts
+        )
         return result
 
     # --- 1. reachable -------------------------------------------------------------
 
     async def check_reachable(self) -> tuple[CheckStatus, str]:
         report = await self.client.health_check()
+        if self.several:
+            return await self._reachable_endpoints(report)
+        self.endpoint_states = self.client.endpoint_states()
         url = self.settings.url
         if report.status is HealthStatus.UNHEALTHY:
-            hint = ""
-            if report.error and report.error.startswith(("connect_error", "connect_timeout")):
-                hint = "; is CCR running (`ccr start`) and is --url / CCR_URL right?"
-            return CheckStatus.FAIL, f"CCR at {url} cannot be reached: {report.error}{hint}"
+            return CheckStatus.FAIL, f"CCR at {url} cannot be reached: {report.error}{_hint(report)}"
         self.reachable = True
         latency = f"{report.latency_ms:.0f} ms" if report.latency_ms is not None else "-"
         if report.status is HealthStatus.DEGRADED:
@@ -275,6 +298,42 @@ class _Run:
                 f"{url}/health ok in {latency} (degraded: slower than {limit:g} s)",
             )
         return CheckStatus.PASS, f"{url}/health ok in {latency}"
+
+    async def _reachable_endpoints(self, report: HealthReport) -> tuple[CheckStatus, str]:
+        """Several endpoints: each one's state and /health verdict; every one must be up.
+
+        The policy is read here when it comes from CCR, since an endpoint whose Router
+        section disagrees is refused then (and never routed to).
+        """
+        self.reachable = report.status is not HealthStatus.UNHEALTHY
+        await self._load_policy()
+        states = self.endpoint_states = self.client.endpoint_states()
+        rows = ", ".join(
+            f"{url} {states[url].value} ({status.value})" for url, status in report.endpoints.items()
+        )
+        if not self.reachable:
+            return (
+                CheckStatus.FAIL,
+                f"no CCR endpoint can be reached ({report.error}): {rows}{_hint(report)}",
+            )
+        down = [url for url, state in states.items() if state is EndpointState.DOWN]
+        refused = [url for url, state in states.items() if state is EndpointState.REFUSED]
+        problems = []
+        if down:
+            problems.append(f"{len(down)} of {len(states)} cannot be reached: " + ", ".join(down))
+        if refused:
+            problems.append(
+                f"{len(refused)} refused (its Router section differs from the others'): " + ", ".join(refused)
+            )
+        if problems:
+            return CheckStatus.FAIL, f"endpoints: {rows}; " + "; ".join(problems)
+        latency = f"{report.latency_ms:.0f} ms" if report.latency_ms is not None else "-"
+        slow = [url for url, status in report.endpoints.items() if status is HealthStatus.DEGRADED]
+        note = ""
+        if slow:
+            limit = self.settings.health_degraded_latency
+            note = f" (degraded: {', '.join(slow)} slower than {limit:g} s)"
+        return CheckStatus.PASS, f"{len(states)} endpoints up: {rows}; /health ok in {latency}{note}"
 
     # --- 2. targets_answer ----------------------------------------------------------
 
@@ -315,12 +374,13 @@ class _Run:
     async def _probe(self, client: CCRClient, target: str) -> tuple[bool, str]:
         """One tiny request pinned to ``target`` (no fallback): (answered, latency or why not)."""
         result = await self._route(client, target=target)
-        attempt = result.attempts[0] if result.attempts else None
+        # The last attempt: the first may have gone to an endpoint that was down.
+        attempt = result.attempts[-1] if result.attempts else None
         if attempt is None:  # refused before any call (the quota store, say)
             code = result.error.value if result.error else "error"
             return False, f"{code}: {result.error_message}"
         if result.success:
-            return True, f"{attempt.latency_ms:.0f} ms"
+            return True, f"{attempt.latency_ms:.0f} ms{self.served(result)}"
         status = f", status {attempt.status_code}" if attempt.status_code is not None else ""
         message = f": {attempt.error_message}" if attempt.error_message else ""
         return False, f"{attempt.error_type}{status}{message}"
@@ -341,9 +401,9 @@ class _Run:
             if result.success and result.model == first:
                 return (
                     CheckStatus.PASS,
-                    f"landed on {first} in {result.latency_ms:.0f} ms",
+                    f"landed on {first} in {result.latency_ms:.0f} ms{self.served(result)}",
                 )
-            return CheckStatus.FAIL, _route_failure(result, expected=first)
+            return CheckStatus.FAIL, _route_failure(result, expected=first, endpoints=self.several)
 
         return check
 
@@ -367,12 +427,13 @@ class _Run:
             result = await self._route(client, complexity=Complexity.STANDARD)
         finally:
             await client.aclose()
-        first = result.attempts[0] if result.attempts else None
+        # The first attempt that reached a CCR (not one at an endpoint that was down).
+        first = next((a for a in result.attempts if a.error_type not in _NOT_SENT), None)
         why = f"{first.error_type}" if first is not None and first.error_type else "no attempt"
         if result.success and result.model == working and result.fallback_used:
             return (
                 CheckStatus.PASS,
-                f"{UNKNOWN_TARGET} -> {why}, then {working} answered (fallback_used)",
+                f"{UNKNOWN_TARGET} -> {why}, then {working} answered{self.served(result)} (fallback_used)",
             )
         if result.success:
             return (
@@ -447,7 +508,11 @@ class _Run:
         exporter: Any = None
         if sdk is not None:
             provider, exporter = sdk
-        client = self.side_client(self.policy, registry=registry, tracer_provider=provider)
+        # The default exporters, on that registry and provider; built here from the first
+        # endpoint's URL, since default_hooks reads ``url`` as a single URL.
+        first = self.client_settings.model_copy(update={"url": self.client_settings.endpoints()[0].url})
+        hooks = default_hooks(first, registry=registry, tracer_provider=provider)
+        client = self.side_client(self.policy, hooks=hooks)
         try:
             before = _requests_total(registry)
             result = await self._route(client, complexity=self.policy.default_complexity)
@@ -480,11 +545,18 @@ class _Run:
         )
 
 
-def _route_failure(result: RouteResult, *, expected: str) -> str:
+def _hint(report: HealthReport) -> str:
+    if report.error and report.error.startswith(("connect_error", "connect_timeout")):
+        return "; is CCR running (`ccr start`) and is --url / CCR_URL right?"
+    return ""
+
+
+def _route_failure(result: RouteResult, *, expected: str, endpoints: bool = False) -> str:
     tried = "; ".join(
         f"{a.target}: {a.outcome.value}"
         + (f" {a.error_type}" if a.error_type else "")
         + (f" (status {a.status_code})" if a.status_code and a.outcome is not AttemptOutcome.SUCCESS else "")
+        + (f" on {a.endpoint}" if endpoints and a.endpoint else "")
         for a in result.attempts
     )
     if result.success:

@@ -29,9 +29,11 @@ def render_text(report: VerifyReport) -> str:
 
 
 def to_json_dict(report: VerifyReport) -> dict[str, Any]:
-    """``{url, checks: [{name, status, detail, duration_ms}], passed, failed, skipped, requests_sent}``."""
+    """``{url, endpoints, checks: [{name, status, detail, duration_ms}], passed, failed, skipped,
+    requests_sent}``; ``endpoints`` maps each configured CCR URL to ``up``, ``down`` or ``refused``."""
     return {
         "url": report.url,
+        "endpoints": {url: state.value for url, state in report.endpoints.items()},
         "checks": [
             {
                 "name": c.name,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from ccr import EndpointState
 
 __all__ = ["CheckResult", "CheckStatus", "VerifyReport"]
 
@@ -39,6 +41,9 @@ class VerifyReport(BaseModel):
     requests_sent: int = 0
     """Model calls made (each ``max_tokens`` <= ``VERIFY_MAX_TOKENS``)."""
     started_at: datetime
+    endpoints: dict[str, EndpointState] = Field(default_factory=dict)
+    """``url -> up | down | refused`` of every configured CCR endpoint, as the reachable
+    check found them (empty if it did not finish)."""
 
     @property
     def passed(self) -> int:

@@ -8,6 +8,8 @@ The whole matrix runs in-process; a sample runs as real processes too.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import sys
 import pytest
 
 from ccr.cli import main
-from ccr.testing import free_port
+from ccr.testing import Behavior, FakeProvider, free_port
 
 pytestmark = pytest.mark.hostile
 
@@ -25,6 +27,8 @@ PASSWORD = "pw-planted-hostile-7b7b"
 # command -> (argv, exit code for bad input)
 COMMANDS = {
     "route": (["route", "--workspace", "acme", "--prompt", "hi"], 2),
+    "route --stream": (["route", "--workspace", "acme", "--prompt", "hi", "--stream"], 2),
+    "route --stream --json": (["route", "--workspace", "acme", "--prompt", "hi", "--stream", "--json"], 2),
     "health": (["health"], 3),
     "health --models": (["health", "--models", "--json"], 3),
     "verify": (["verify"], 2),
@@ -129,6 +133,15 @@ def test_hostile_environment_is_one_line_with_the_bad_input_code(command, case, 
         (["route", "--workspace", "acme", "--request", "/nonexistent.json"], 2, "--request"),
         (["route", "--workspace", "acme", "--prompt", "x", "--redis-url", "redis://h:1/x"], 2, "redis_url"),
         (["route", "--workspace", "acme", "--prompt", "x", "--routing-file", "/"], 2, "/"),
+        (["route", "--stream", "--workspace", "a b", "--prompt", "x"], 2, "workspace_id"),
+        (["route", "--stream", "--json", "--workspace", "acme"], 2, "prompt"),
+        (["route", "--stream", "--workspace", "acme", "--request", "/nonexistent.json"], 2, "--request"),
+        (["route", "--stream=yes", "--workspace", "acme", "--prompt", "x"], 2, "--stream"),
+        (["route", "--stream", "--workspace", "a", "--prompt", "x", "--url", "http://h:1,ftp://h"], 2, "url"),
+        (["route", "--workspace", "acme", "--prompt", "x", "--url", "http://h:1,http://h:1"], 2, "url"),
+        (["route", "--workspace", "acme", "--prompt", "x", "--url", "http://h:1,"], 2, "url"),
+        (["health", "--url", "http://h:1,http://h:99999"], 3, "url"),
+        (["verify", "--url", "http://h:1, http://[::1"], 2, "url"),
         (["health", "--url", "ftp://127.0.0.1"], 3, "url"),
         (["health", "--routing-file", "/nonexistent.toml"], 3, "nonexistent"),
         (["health", "--bogus"], 3, "--bogus"),
@@ -179,6 +192,7 @@ def unreachable(clean_env):
     ("command", "code", "first_line"),
     [
         ("route", 1, "FAILED  ccr_unavailable: CCR at http://127.0.0.1:"),
+        ("route --stream", 1, "FAILED  ccr_unavailable: CCR at http://127.0.0.1:"),
         ("health", 2, "CCR UNHEALTHY"),
         ("verify", 1, "FAIL reachable"),
         ("loadtest", 1, "ccr-client: CCR at http://127.0.0.1:"),
@@ -206,6 +220,8 @@ SUBPROCESS_CASES = [
     (["quota", "status", "--workspace", "a"], {"CCR_REDIS_URL": "redis+cluster://127.0.0.1:1"}, 3),
     (["loadtest", "--requests", "1"], {"PROMETHEUS_MULTIPROC_DIR": "/nonexistent-dir"}, 2),
     (["route", "--workspace", "a", "--prompt", "x"], {"PROMETHEUS_MULTIPROC_DIR": "/nonexistent-dir"}, 2),
+    (["route", "--stream", "--workspace", "a", "--prompt", "x"], {"CCR_URL": "http://h:1,http://h:1"}, 2),
+    (["route", "--stream", "--json", "--workspace", "a", "--prompt", "x"], {"CCR_DEADLINE": "soon"}, 2),
     (["metrics", "serve", "--port", "1"], {"PROMETHEUS_MULTIPROC_DIR": "/nonexistent-dir"}, 2),
 ]
 
@@ -237,3 +253,39 @@ def test_cli_route_rejects_a_hostile_workspace_naming_the_field(capsys):
     assert code == 2
     assert "workspace_id" in err
     assert "Traceback" not in err
+
+
+HOSTILE_STREAMS = {
+    "JSON labelled as a stream": Behavior.raw(200, b'{"type": "message"}', "text/event-stream"),
+    "broken SSE": Behavior.raw(200, b"event: content_block_delta\ndata: {{{\n\n", "text/event-stream"),
+    "HTML page": Behavior.raw(200, b"<html>" + b"x" * 100_000 + b"</html>", "text/html"),
+    "error event with a key": Behavior.raw(
+        200,
+        f'event: error\ndata: {{"type": "error", "error": {{"message": "bad key {SECRET}"}}}}\n\n'.encode(),
+        "text/event-stream",
+    ),
+    "empty body": Behavior.raw(200, b"", "text/event-stream"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_STREAMS))
+async def test_hostile_stream_answers_are_a_failed_summary(case, clean_env, tmp_path, capsys):
+    """A stream CCR answers with garbage: a failed route (exit 1), the summary, no traceback, no secret."""
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"chains": {"standard": ["up,mid"]}}')
+    async with FakeProvider() as fake:
+        fake.set_behavior("up,mid", HOSTILE_STREAMS[case])
+        argv = ["route", "--url", fake.url, "--routing-file", str(policy), "--workspace", "w"]
+        argv += ["--prompt", "x"]
+        code = await asyncio.to_thread(main, [*argv, "--stream"])
+        out, err = capsys.readouterr()
+        assert code == 1
+        assert out.startswith("FAILED  all_targets_failed: ")
+        assert "    - up,mid: error " in out
+        assert err == ""
+        assert_no_secret(out + err)
+        code = await asyncio.to_thread(main, [*argv, "--stream", "--json"])
+        out, err = capsys.readouterr()
+        assert code == 1
+        assert json.loads(out)["error"] == "all_targets_failed"
+        assert_no_secret(out + err)

@@ -329,10 +329,11 @@ def test_help_says_what_it_spends(capsys):
 
 
 async def test_json_dict_has_the_documented_keys(fake):
-    """to_json_dict: url, checks, the three counts and requests_sent; render_json is it, indented."""
+    """to_json_dict: url, endpoints, checks, the counts and requests_sent; render_json is it, indented."""
     report = await verify(fake)
     data = to_json_dict(report)
-    assert set(data) == {"url", "checks", "passed", "failed", "skipped", "requests_sent"}
+    assert set(data) == {"url", "endpoints", "checks", "passed", "failed", "skipped", "requests_sent"}
+    assert data["endpoints"] == {"http://ccr.test": "up"}
     assert render_json(report) == json.dumps(data, indent=2)
 
 
