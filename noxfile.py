@@ -8,6 +8,7 @@ prometheus package, unpacked, never started).
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks side by side with raw httpx, raw aiohttp (and LiteLLM when installable)."""
+    """Benchmarks next to raw httpx2, raw aiohttp, the anthropic SDK (and LiteLLM when installable)."""
     _install(session, "bench", "test")
     # LiteLLM (optional) goes into a venv of its own, so its dependencies do not change the
     # figures of the other clients; if it cannot be installed its scenarios are skipped.
@@ -128,4 +129,8 @@ def bench(session: nox.Session) -> None:
 
 def _importable(venv: Path, module: str) -> bool:
     python = venv / "bin" / "python"
-    return python.exists() and subprocess.run([python, "-c", f"import {module}"], check=False).returncode == 0
+    # litellm fetches its model cost map at import unless told to use the bundled copy
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    if not python.exists():
+        return False
+    return subprocess.run([python, "-c", f"import {module}"], check=False, env=env).returncode == 0

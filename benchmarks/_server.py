@@ -6,7 +6,14 @@ or chunked request bodies) with canned answers, built once per model from
 ``ccr.testing._shapes``, and no per-request logging or recording.
 
 * ``POST /v1/messages``: an Anthropic message (CCR's shape); a model whose name contains
-  ``dead`` gets ``503`` with CCR's error body, fast.
+  ``dead`` gets ``503`` with CCR's error body, fast; a model whose name contains ``tools``
+  gets a text block and a ``tool_use`` block (``stop_reason: tool_use``), the answer to
+  the Messages API scenario's request.
+* ``POST /v1/messages`` with ``"stream": true``: an Anthropic event stream of exactly
+  ``STREAM_EVENTS`` (200) events, ``message_start`` to ``message_stop`` (195 text deltas;
+  usage in ``message_start`` and ``message_delta``, as the Anthropic API sends it), each
+  event one chunk of ``Transfer-Encoding: chunked``, written back to back (the server
+  never makes a client wait; see docs/performance.md on what that measures).
 * ``POST /v1/chat/completions``: an OpenAI completion (the upstream a live CCR calls).
 * ``GET /health``: ``{"status":"ok"}``.
 * ``GET /__stats``: requests per model so far (the circuit-open scenario checks that a
@@ -34,6 +41,8 @@ from ccr.testing._http_server import HttpServer, Request, Responder
 
 _MAX_BODY = 8 * 1024 * 1024
 _USAGE = (12, 5)  # input, output tokens of every answer
+STREAM_EVENTS = 200  # events per streamed answer (message_start .. message_stop)
+STREAM_TEXT_DELTAS = STREAM_EVENTS - 5
 
 _STATS: Counter[str] = Counter()
 
@@ -49,6 +58,68 @@ def _message_body(model: str) -> bytes:
     )
 
 
+def _tools_body(model: str) -> bytes:
+    """The reply to an agent turn that carried tools: some text, then the next tool call."""
+    model_part = model.split(",", 1)[-1]
+    content = [
+        {"type": "text", "text": "The failing test expects a sorted listing; let me look at the helper."},
+        {
+            "type": "tool_use",
+            "id": "toolu_bench_02",
+            "name": "read_file",
+            "input": {"path": "pkg/listing.py", "start_line": 1, "end_line": 120},
+        },
+    ]
+    message = shapes.anthropic_message(
+        model_part, "", 5200, 48, message_id="msg_bench_tools", content=content, stop_reason="tool_use"
+    )
+    return _compact(message)
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + _compact(data) + b"\n\n"
+
+
+def stream_events(model: str) -> list[bytes]:
+    """The ``STREAM_EVENTS`` server-sent events of one streamed answer, in order."""
+    model_part = model.split(",", 1)[-1]
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_bench_stream",
+            "type": "message",
+            "role": "assistant",
+            "model": model_part,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": _USAGE[0], "output_tokens": 1},
+        },
+    }
+    events = [
+        _event("message_start", start),
+        _event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+    ]
+    for i in range(STREAM_TEXT_DELTAS):
+        delta = {"type": "text_delta", "text": f" tok{i}"}
+        events.append(
+            _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        )
+    events.append(_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    end = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": STREAM_TEXT_DELTAS},
+    }
+    events.append(_event("message_delta", end))
+    events.append(_event("message_stop", {"type": "message_stop"}))
+    assert len(events) == STREAM_EVENTS
+    return events
+
+
 def _chat_body(model: str) -> bytes:
     completion = shapes.chat_completion(
         model, f"ok from {model}", *_USAGE, completion_id="chatcmpl-bench", created=1700000000
@@ -61,6 +132,7 @@ _HEALTH = b'{"status":"ok"}'
 _NOT_FOUND = _compact(shapes.request_error("not found"))
 _BAD = _compact(shapes.request_error("bad request"))
 _CACHE: dict[tuple[str, str], bytes] = {}
+_STREAMS: dict[str, list[bytes]] = {}
 
 
 async def _handle(request: Request, respond: Responder) -> None:
@@ -77,9 +149,10 @@ async def _handle(request: Request, respond: Responder) -> None:
         await respond.send(404, _NOT_FOUND)
         return
     try:
-        model = json.loads(request.body).get("model")
+        payload = json.loads(request.body)
+        model = payload.get("model")
     except (ValueError, AttributeError):
-        model = None
+        payload, model = None, None
     if not isinstance(model, str):
         await respond.send(400, _BAD)
         return
@@ -87,10 +160,25 @@ async def _handle(request: Request, respond: Responder) -> None:
     if "dead" in model:
         await respond.send(503, _DEAD)
         return
+    if path == "/v1/messages" and payload.get("stream") is True:
+        events = _STREAMS.get(model)
+        if events is None:
+            events = _STREAMS[model] = stream_events(model)
+        await respond.start_stream(200)
+        for event in events:
+            await respond.write(event)
+        await respond.end()
+        return
     key = (path, model)
     body = _CACHE.get(key)
     if body is None:
-        body = _CACHE[key] = _message_body(model) if path == "/v1/messages" else _chat_body(model)
+        if path != "/v1/messages":
+            body = _chat_body(model)
+        elif "tools" in model:
+            body = _tools_body(model)
+        else:
+            body = _message_body(model)
+        _CACHE[key] = body
     await respond.send(200, body)
 
 
