@@ -78,12 +78,11 @@ def default_hooks(
     metrics just sit in ``registry`` (default: the global ``REGISTRY``) until something
     scrapes them.
     """
-    from ccr._http import endpoint
     from ccr._telemetry._otel_metrics import OTelMetricsHook
     from ccr._telemetry._prometheus import PrometheusHook
     from ccr._telemetry._tracing import TracingHook
 
-    ccr = endpoint(settings.url)
+    ccr = settings.endpoints()[0]  # the default for spans that do not name their own
     return [
         TracingHook(
             tracer_provider,

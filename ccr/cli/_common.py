@@ -163,14 +163,7 @@ def telemetry_hooks(settings: CCRSettings, extra: Sequence[Hook] = ()) -> list[H
     check_multiprocess_dir()
     if os.environ.get(_MULTIPROC_ENV):
         _mark_dead_at_exit()
-    return [*default_hooks(primary_only(settings)), *extra]
-
-
-def primary_only(settings: CCRSettings) -> CCRSettings:
-    """``settings`` naming only its first endpoint, for ``default_hooks``: it parses ``url``
-    as one URL, and names that CCR on spans whose event does not say which one served."""
-    first = settings.endpoints()[0].url
-    return settings if first == settings.url else settings.model_copy(update={"url": first})
+    return [*default_hooks(settings), *extra]
 
 
 def check_multiprocess_dir(path: str | None = None) -> None:

@@ -508,10 +508,8 @@ class _Run:
         exporter: Any = None
         if sdk is not None:
             provider, exporter = sdk
-        # The default exporters, on that registry and provider; built here from the first
-        # endpoint's URL, since default_hooks reads ``url`` as a single URL.
-        first = self.client_settings.model_copy(update={"url": self.client_settings.endpoints()[0].url})
-        hooks = default_hooks(first, registry=registry, tracer_provider=provider)
+        # The default exporters, on that registry and provider.
+        hooks = default_hooks(self.client_settings, registry=registry, tracer_provider=provider)
         client = self.side_client(self.policy, hooks=hooks)
         try:
             before = _requests_total(registry)

@@ -173,3 +173,9 @@ def test_down_endpoints_come_last_but_are_still_tried():
     assert endpoints.candidates() == (b, a)
     endpoints.mark_down(b)
     assert endpoints.candidates() == (a, b)
+
+
+def test_a_client_with_several_endpoints_builds_its_default_exporters():
+    """The default hooks take the first endpoint as the spans' default server."""
+    client = CCRClient(CCRSettings(url=[A, B]), policy=POLICY)
+    assert [e.label for e in client.settings.endpoints()] == ["ccr-a.test:3456", "ccr-b.test:3456"]
