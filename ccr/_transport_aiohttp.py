@@ -288,6 +288,12 @@ class _AiohttpBody:
             async for chunk in self._response.content.iter_any():
                 yield chunk
         except _DROPPED as exc:
+            # aiohttp raises a broken body's error before the bytes it had already read
+            # (readany checks the error first): hand those over first, as httpx2 does, so
+            # events that came before the cut are not lost.
+            leftover = _buffered(self._response)
+            if leftover:
+                yield leftover
             raise BodyBroken("connection_dropped", "CCR closed the connection mid-stream") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise BodyBroken("transport_error", type(exc).__name__) from exc
@@ -302,3 +308,15 @@ class _AiohttpBody:
         else:
             response.close()  # cut short: the connection is closed, never pooled
         self._slots.release()
+
+
+def _buffered(response: aiohttp.ClientResponse) -> bytes:
+    """What a response's stream had read before it broke (aiohttp keeps it, unreturned)."""
+    content = response.content
+    if not getattr(content, "_buffer", None):
+        return b""
+    try:
+        data: bytes = content._read_nowait(-1)
+    except Exception:  # a private path of aiohttp: if it moved, there is nothing to save
+        return b""
+    return data

@@ -37,6 +37,7 @@ from ccr._events import AttemptEnded, AttemptStarted, Event
 from ccr._http import ccr_headers
 from ccr._redact import Redactor
 from ccr._transport import Body, BodyBroken, Delivery, HttpxSender, Reply, Verdict
+from ccr._transport_aiohttp import _AiohttpBody
 from ccr.testing import Behavior, FakeProvider, free_port
 
 POLICY = RoutingPolicy(chains={"standard": ["up,a", "backup,b"]})
@@ -852,6 +853,36 @@ async def test_a_stream_cut_by_ccr_raises_body_broken(make, fp):
     assert info.value.error_type == "connection_dropped"
     assert b"event: message_start" in b"".join(received)
     assert await served_again(client, fp)
+
+
+async def test_bytes_that_came_with_the_cut_are_not_lost(make):
+    """Events and the cut in one segment: both senders hand over the events, then BodyBroken
+    (aiohttp raises a broken body's error before the bytes it had read; the sender saves them)."""
+    events = b"event: message_start\ndata: {}\n\nevent: content_block_delta\ndata: {}\n\n"
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(events):x}\r\n".encode()
+        + events
+        + b"\r\n5\r\nevent"  # a chunk cut short: the connection closes mid-body
+    )
+    async with RawServer(answer) as server:
+        opened, _ = await open_stream(make(url=server.url))
+        assert not isinstance(opened, Reply)
+        if isinstance(opened, _AiohttpBody):  # read only once aiohttp has seen the cut
+            content = opened._response.content
+            async with asyncio.timeout(5):
+                while content.exception() is None:  # noqa: ASYNC110 - aiohttp has no event for it
+                    await asyncio.sleep(0)
+        received: list[bytes] = []
+
+        async def read_to_the_end() -> None:
+            async for chunk in opened.chunks():
+                received.append(chunk)
+
+        with pytest.raises(BodyBroken):
+            await read_to_the_end()
+        await opened.aclose()
+    assert b"".join(received).startswith(events)
 
 
 async def test_closing_a_stream_early_frees_its_slot_and_leaves_no_task(make, fp):
