@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["OpenStream", "RouteStream", "close_when_answered", "first_event"]
 
 _HEAD = 64  # bytes kept from the start of a body, to tell a JSON answer from a stream
+_FINISH_TIMEOUT = 0.5  # how long a finished stream's body may take to end before it is closed
 
 
 class OpenStream:
@@ -81,6 +82,17 @@ class OpenStream:
         self.after = after  # SSE events that came in the first content event's chunk, after it
         self.accumulator = accumulator
         self.sent_at = sent_at
+
+    async def finish(self) -> None:
+        """After ``message_stop``: read what is left of the body (the chunked encoding's end)
+        so its connection goes back to the pool; without this every stream opened a new
+        connection (about 0.4 ms of connect before the next request). Bounded: a body that
+        does not end at once is closed instead."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_FINISH_TIMEOUT):
+                async for _ in self.chunks:
+                    pass
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Let go of the connection (closed unless the body was read to its end)."""
@@ -450,7 +462,7 @@ class RouteStream:
         accumulator = stream.accumulator
         complete = error_type is None
         with contextlib.suppress(Exception):  # the connection is gone either way
-            await stream.aclose()
+            await (stream.finish() if complete and not cancelled else stream.aclose())
         usage = accumulator.reported_usage
         if usage is not None:
             used = usage.total_tokens
