@@ -19,9 +19,10 @@ what the long-context rule compares with its threshold.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
+
+import pydantic_core
 
 if TYPE_CHECKING:
     from ccr._models import RouteRequest
@@ -48,7 +49,7 @@ TOOLS_PREAMBLE = 600
 REQUEST_OVERHEAD = 16
 """Tokens per request for the template's framing."""
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_to_json = pydantic_core.to_json  # the same compact UTF-8 JSON the body is sent as
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +163,14 @@ class _Counter:
         self.bytes += len(value) if value.isascii() else len(value.encode("utf-8"))
 
     def structure(self, value: Any) -> None:
-        """A structured part (tool input, a tool definition): the model reads its JSON."""
-        self.text(_encode(value))
+        """A structured part (tool input, a tool definition): the model reads its JSON.
+
+        Counted from the encoded bytes (what is sent); their count stands for the
+        characters too, a little over for non-ASCII text, which errs on the safe side.
+        """
+        size = len(_to_json(value))
+        self.bytes += size
+        self.chars += size
 
     def block(self, block: dict[str, Any]) -> None:
         kind = block.get("type")
