@@ -30,13 +30,6 @@ def _clean_env(monkeypatch):
 
 
 @pytest.fixture
-def policy_file(tmp_path):
-    path = tmp_path / "policy.json"
-    path.write_text(json.dumps(POLICY))
-    return str(path)
-
-
-@pytest.fixture
 async def pair():
     async with FakeProvider() as first, FakeProvider() as second:
         yield first, second

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from ccr.cli import main
-from ccr.testing import Behavior, FakeProvider, free_port
+from ccr.testing import Behavior, free_port
 
 POLICY = {"chains": {"low": ["up,small"], "standard": ["up,mid", "backup,mid"], "high": ["up,big"]}}
 KEY = "sk-planted-route-key-8080"
@@ -34,19 +34,6 @@ def tool_use_reply(model: str) -> Behavior:
         "usage": {"input_tokens": 40, "output_tokens": 12},
     }
     return Behavior.raw(200, json.dumps(body))
-
-
-@pytest.fixture
-def policy_file(tmp_path):
-    path = tmp_path / "policy.json"
-    path.write_text(json.dumps(POLICY))
-    return str(path)
-
-
-@pytest.fixture
-async def fake_ccr():
-    async with FakeProvider() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -15,24 +15,11 @@ import threading
 import pytest
 
 from ccr.cli import main
-from ccr.testing import Behavior, FakeProvider, free_port
+from ccr.testing import Behavior, free_port
 
 POLICY = {"chains": {"standard": ["up,mid", "backup,mid"], "high": ["up,big", "up,mid"]}}
 KEY = "sk-planted-stream-key-4242"
 WORDS = "alpha beta gamma delta epsilon"
-
-
-@pytest.fixture
-def policy_file(tmp_path):
-    path = tmp_path / "policy.json"
-    path.write_text(json.dumps(POLICY))
-    return str(path)
-
-
-@pytest.fixture
-async def fake_ccr():
-    async with FakeProvider() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 
 import pytest
@@ -54,13 +53,6 @@ def test_route_help_shows_a_request_file(capsys):
     assert "--request FILE" in out
     assert '"tools"' in out
     assert "exit codes: 0" in out
-
-
-@pytest.fixture
-def policy_file(tmp_path):
-    path = tmp_path / "policy.json"
-    path.write_text(json.dumps(POLICY))
-    return str(path)
 
 
 async def test_health_without_models_reads_not_probed(policy_file, capsys):
