@@ -373,27 +373,25 @@ class RouteStream:
         for buffered in pending:
             yield buffered
         accumulator = stream.accumulator
-        after, stream.after = stream.after, []
-        try:
-            for name, data in after:
-                event = parse_event(name, data)
-                if event is not None:
-                    accumulator.add(event)
-                    yield event
-        except StreamError as exc:
-            await self._interrupt(exc.error_type, f"the stream broke off: {self._client.redact(exc.message)}")
-        if accumulator.is_complete():
-            await self._end(None)
-            return
         decoder, chunks = stream.decoder, stream.chunks
-        settings = self._client.settings
-        idle = settings.stream_idle_timeout
+        # Events that came in the first content event's chunk, after it, come first.
+        raw, stream.after = stream.after, []
+        idle = self._client.settings.stream_idle_timeout
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + (self._deadline_at - time.monotonic())
         reason = "idle_timeout"
         try:
             async with asyncio.timeout(None) as bound:
                 while True:
+                    for name, data in raw:
+                        event = parse_event(name, data)
+                        if event is None:
+                            continue
+                        accumulator.add(event)
+                        yield event
+                    if accumulator.is_complete():
+                        await self._end(None)
+                        return
                     now = loop.time()
                     reason = "deadline" if deadline_at <= now + idle else "idle_timeout"
                     bound.reschedule(min(now + idle, deadline_at))
@@ -403,15 +401,7 @@ class RouteStream:
                         break
                     # The caller's own time between events is not ours to bound.
                     bound.reschedule(None)
-                    for name, data in decoder.feed(chunk):
-                        event = parse_event(name, data)
-                        if event is None:
-                            continue
-                        accumulator.add(event)
-                        yield event
-                    if accumulator.is_complete():
-                        await self._end(None)
-                        return
+                    raw = decoder.feed(chunk)
         except TimeoutError:
             what = "the deadline ran out" if reason == "deadline" else f"no event for {idle:g} s"
             await self._interrupt(reason, f"the stream broke off: {what}")
