@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ccr import CCRClient, CCRSettings, EndpointState, ErrorCode, RoutingPolicy
+from ccr import CCRClient, CCRSettings, EndpointState, ErrorCode, FakeClock, RoutingPolicy
 from ccr.ops.loadtest import LoadPlan, run_load
 from ccr.testing import Behavior, FakeProvider, LiveCCR
 from ccr.testing.pytest_plugin import BACKUP_MODELS, UP_MODELS
@@ -84,9 +84,10 @@ async def test_one_ccr_stopped_mid_load_the_other_serves_and_traffic_returns(pai
     """Stop the primary under load: every call succeeds on the standby within the connect
     timeout plus one attempt; restarted, the primary gets the traffic back (same client)."""
     primary, standby = pair
-    settings = settings_for(pair, transport, endpoint_cooldown=0.5, daily_token_limit=None)
+    settings = settings_for(pair, transport, endpoint_cooldown=5, daily_token_limit=None)
     request = {"workspace_id": ccr_workspace, "prompt": "hello", "max_tokens": 8}
-    async with CCRClient(settings, policy=POLICY, hooks=[]) as client:
+    clock = FakeClock()  # the endpoint cooldown runs on it: moved by hand, not waited for
+    async with CCRClient(settings, policy=POLICY, hooks=[], clock=clock) as client:
         timed = Timed(client, signal_after=50)
 
         async def stop_primary_mid_load() -> None:
@@ -106,13 +107,12 @@ async def test_one_ccr_stopped_mid_load_the_other_serves_and_traffic_returns(pai
         assert client.endpoint_states()[primary.url] is EndpointState.DOWN
 
         await primary.start()  # the same port: the client is not told
-        async with asyncio.timeout(10):
-            while True:  # after the cooldown the primary is tried first again
-                result = await client.route_request(request)
-                if result.attempts[-1].endpoint == f"127.0.0.1:{primary.port}":
-                    break
-                await asyncio.sleep(0.1)
-        assert result.success and client.endpoint_states()[primary.url] is EndpointState.UP
+        still_down = await client.route_request(request)  # within the cooldown: the standby
+        clock.advance(settings.endpoint_cooldown + 1)
+        result = await client.route_request(request)  # after it: the primary first again
+        assert still_down.attempts[-1].endpoint == f"127.0.0.1:{standby.port}"
+        assert result.success and result.attempts[-1].endpoint == f"127.0.0.1:{primary.port}"
+        assert client.endpoint_states()[primary.url] is EndpointState.UP
 
 
 async def test_both_ccrs_stopped_is_ccr_unavailable_at_once(pair, transport, ccr_workspace):
